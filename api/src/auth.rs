@@ -1,0 +1,176 @@
+//! Who is calling (API.md §1.2).
+//!
+//! One bearer security scheme appears in the spec; the `access_token` cookie is
+//! the fallback when no usable bearer token is sent. `Bearer null`,
+//! `Bearer undefined` and an empty bearer are treated as absent (D34).
+
+use crate::error::json_error;
+use crate::state::AppState;
+use mambo_core::auth::{TokenKind, decode_token};
+use poem::Request;
+use poem::http::StatusCode;
+use poem_openapi::SecurityScheme;
+use poem_openapi::auth::{ApiKey, Bearer};
+use uuid::Uuid;
+
+/// The signed-in caller.
+#[derive(Clone, Debug)]
+pub struct AuthUser {
+    pub id: Uuid,
+    pub email: String,
+    pub role: String,
+}
+
+impl AuthUser {
+    pub fn is_admin(&self) -> bool {
+        self.role == "admin"
+    }
+    /// Admins and instructors see all content.
+    pub fn is_staff(&self) -> bool {
+        self.role == "admin" || self.role == "instructor"
+    }
+}
+
+pub fn unauthorized() -> poem::Error {
+    poem::Error::from_response(json_error(
+        StatusCode::UNAUTHORIZED,
+        serde_json::json!("Could not validate credentials"),
+    ))
+}
+
+fn usable(token: &str) -> bool {
+    let t = token.trim();
+    !(t.is_empty() || t == "null" || t == "undefined")
+}
+
+/// The bearer token from the `Authorization` header, if it is usable.
+pub fn bearer_token(req: &Request) -> Option<String> {
+    let h = req.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, token) = h.split_once(' ').unwrap_or((h, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") || !usable(token) {
+        return None;
+    }
+    Some(token.trim().to_string())
+}
+
+pub fn cookie_token(req: &Request) -> Option<String> {
+    req.cookie()
+        .get("access_token")
+        .map(|c| c.value_str().to_string())
+        .filter(|t| usable(t))
+}
+
+/// Resolves the caller from the bearer token (precedence) or the cookie.
+pub async fn resolve(req: &Request) -> Option<AuthUser> {
+    let token = bearer_token(req).or_else(|| cookie_token(req))?;
+    resolve_token(req, &token).await
+}
+
+pub async fn resolve_token(req: &Request, token: &str) -> Option<AuthUser> {
+    let state = req.data::<AppState>()?;
+    let id = decode_token(&state.ctx.config, token, TokenKind::Access).ok()?;
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT email, role FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&state.ctx.db)
+            .await
+            .ok()?;
+    let (email, role) = row?;
+    Some(AuthUser { id, email, role })
+}
+
+async fn check_bearer(req: &Request, _bearer: Bearer) -> poem::Result<AuthUser> {
+    match bearer_token(req) {
+        Some(t) => resolve_token(req, &t).await.ok_or_else(unauthorized),
+        None => Err(unauthorized()),
+    }
+}
+
+async fn check_cookie(req: &Request, _key: ApiKey) -> poem::Result<AuthUser> {
+    if bearer_token(req).is_some() {
+        // A usable bearer token takes precedence and already failed.
+        return Err(unauthorized());
+    }
+    match cookie_token(req) {
+        Some(t) => resolve_token(req, &t).await.ok_or_else(unauthorized),
+        None => Err(unauthorized()),
+    }
+}
+
+/// JWT access token in `Authorization: Bearer`.
+#[derive(SecurityScheme)]
+#[oai(
+    rename = "BearerAuth",
+    ty = "bearer",
+    bearer_format = "JWT",
+    checker = "check_bearer"
+)]
+pub struct BearerAuth(pub AuthUser);
+
+/// The httpOnly `access_token` cookie set at login.
+#[derive(SecurityScheme)]
+#[oai(
+    rename = "CookieAuth",
+    ty = "api_key",
+    key_name = "access_token",
+    key_in = "cookie",
+    checker = "check_cookie"
+)]
+pub struct CookieAuth(pub AuthUser);
+
+/// A signed-in user (401 otherwise).
+#[derive(SecurityScheme)]
+pub enum UserAuth {
+    Bearer(BearerAuth),
+    Cookie(CookieAuth),
+}
+
+impl UserAuth {
+    pub fn user(&self) -> &AuthUser {
+        match self {
+            Self::Bearer(b) => &b.0,
+            Self::Cookie(c) => &c.0,
+        }
+    }
+    pub fn into_user(self) -> AuthUser {
+        match self {
+            Self::Bearer(b) => b.0,
+            Self::Cookie(c) => c.0,
+        }
+    }
+    /// 403 `Not enough permissions` unless the caller is an admin.
+    pub fn admin(self) -> Result<AuthUser, crate::error::ApiError> {
+        let u = self.into_user();
+        if u.is_admin() {
+            Ok(u)
+        } else {
+            Err(crate::error::ApiError::msg(403, "Not enough permissions"))
+        }
+    }
+}
+
+/// A signed-in user if the token is valid; anonymous otherwise (never 401).
+#[derive(SecurityScheme)]
+pub enum OptionalAuth {
+    Bearer(BearerAuth),
+    Cookie(CookieAuth),
+    #[oai(fallback)]
+    Anonymous,
+}
+
+impl OptionalAuth {
+    pub fn user(&self) -> Option<&AuthUser> {
+        match self {
+            Self::Bearer(b) => Some(&b.0),
+            Self::Cookie(c) => Some(&c.0),
+            Self::Anonymous => None,
+        }
+    }
+    pub fn into_user(self) -> Option<AuthUser> {
+        match self {
+            Self::Bearer(b) => Some(b.0),
+            Self::Cookie(c) => Some(c.0),
+            Self::Anonymous => None,
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The HTTP API of The Mambo Guild: poem + poem-openapi, thin handlers over
+//! `mambo_core`.
+
+pub mod auth;
+pub mod error;
+pub mod middleware;
+pub mod routes;
+pub mod state;
+
+use mambo_core::Context;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::middleware::SizeLimit;
+use poem::{Endpoint, EndpointExt, IntoEndpoint, Route};
+use poem_openapi::OpenApiService;
+use state::AppState;
+use std::sync::Arc;
+
+use routes::*;
+
+pub type Apis = (
+    health::HealthApi,
+    routes::auth::AuthApi,
+    users::UsersApi,
+    courses::CoursesApi,
+    admin::AdminApi,
+    uploads::UploadsApi,
+    mux::MuxApi,
+    claves::ClavesApi,
+    community::CommunityApi,
+    ai::AiApi,
+    submissions::SubmissionsApi,
+    badges::BadgesApi,
+    payments::PaymentsApi,
+);
+
+fn apis() -> Apis {
+    (
+        health::HealthApi,
+        routes::auth::AuthApi,
+        users::UsersApi,
+        courses::CoursesApi,
+        admin::AdminApi,
+        uploads::UploadsApi,
+        mux::MuxApi,
+        claves::ClavesApi,
+        community::CommunityApi,
+        ai::AiApi,
+        submissions::SubmissionsApi,
+        badges::BadgesApi,
+        payments::PaymentsApi,
+    )
+}
+
+/// The OpenAPI service (also used by `mambo openapi`).
+pub fn openapi_service(server_url: &str) -> OpenApiService<Apis, ()> {
+    OpenApiService::new(apis(), "The Mambo Guild API", env!("CARGO_PKG_VERSION"))
+        .description("Courses, community, claves and subscriptions for The Mambo Guild.")
+        .server(server_url)
+}
+
+/// The OpenAPI document as JSON.
+pub fn spec_json() -> String {
+    openapi_service("http://localhost:8000").spec()
+}
+
+/// Builds the whole application.
+pub fn app(ctx: Context) -> impl Endpoint {
+    let config = ctx.config.clone();
+    let service = openapi_service(&config.backend_url);
+    let spec = service.spec_endpoint();
+    let mut route = Route::new().at("/openapi.json", spec);
+    if config.docs_enabled() {
+        route = route
+            .nest("/docs", service.swagger_ui())
+            .nest("/redoc", service.redoc());
+    }
+    let route = route.nest("/", service);
+    let state = AppState { ctx };
+    let max = config.max_body_bytes;
+    let cfg = config.clone();
+    route
+        .with(SizeLimit::new(max))
+        .data(state)
+        .around(move |ep, req| middleware::edge(ep, req, cfg.clone()))
+        .into_endpoint()
+}
+
+/// Serves on an already bound acceptor until `shutdown` completes.
+pub async fn serve<A: Acceptor + 'static>(
+    acceptor: A,
+    ctx: Context,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    poem::Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(app(ctx), shutdown, Some(std::time::Duration::from_secs(10)))
+        .await
+}
+
+/// Binds `host:port` and serves until `shutdown`.
+pub async fn serve_addr(
+    ctx: Context,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = format!("{}:{}", ctx.config.host, ctx.config.port);
+    let acceptor = TcpListener::bind(addr).into_acceptor().await?;
+    serve(acceptor, ctx, shutdown).await
+}
+
+pub type SharedConfig = Arc<mambo_core::Config>;

@@ -1,0 +1,133 @@
+//! CORS, security headers and request ids (API.md §1.6), applied to every
+//! response including errors.
+
+use mambo_core::Config;
+use poem::http::{HeaderValue, Method, StatusCode, header};
+use poem::{Endpoint, IntoResponse, Request, Response, Result};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+const EXPOSED: &str = "X-RateLimit-Remaining, X-RateLimit-Reset, X-RateLimit-Limit, Retry-After, X-Request-Id, Content-Disposition, Content-Length";
+const METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// Wraps the whole app: request id + tracing span, CORS, security headers.
+pub async fn edge<E: Endpoint>(ep: Arc<E>, req: Request, config: Arc<Config>) -> Result<Response> {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let allowed = origin
+        .as_deref()
+        .map(|o| config.cors_origins.iter().any(|a| a == o))
+        .unwrap_or(false);
+
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let span = tracing::info_span!("request", id = %request_id, %method, %path);
+    let started = std::time::Instant::now();
+
+    let is_preflight = method == Method::OPTIONS
+        && origin.is_some()
+        && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+
+    let mut resp = if is_preflight {
+        if allowed {
+            let mut r = Response::builder().status(StatusCode::OK).body("OK");
+            let h = r.headers_mut();
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static(METHODS),
+            );
+            let req_headers = req
+                .headers()
+                .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+                .cloned()
+                .unwrap_or_else(|| HeaderValue::from_static("*"));
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, req_headers);
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+            r
+        } else {
+            crate::error::json_error(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!("Disallowed CORS origin"),
+            )
+        }
+    } else {
+        use tracing::Instrument;
+        async {
+            match ep.call(req).await {
+                Ok(r) => r.into_response(),
+                Err(e) => crate::error::catch_all(e).await,
+            }
+        }
+        .instrument(span.clone())
+        .await
+    };
+
+    let h = resp.headers_mut();
+    if allowed {
+        if let Some(o) = origin.as_deref().and_then(|o| HeaderValue::from_str(o).ok()) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        }
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSED),
+        );
+    }
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("x-xss-protection", HeaderValue::from_static("1; mode=block"));
+    h.insert(
+        "referrer-policy",
+        HeaderValue::from_static("strict-origin-when-cross-origin"),
+    );
+    h.insert(
+        "permissions-policy",
+        HeaderValue::from_static("geolocation=(), microphone=(), camera=()"),
+    );
+    if config.is_production() {
+        h.insert(
+            "strict-transport-security",
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("x-request-id", v);
+    }
+    let _enter = span.enter();
+    tracing::info!(
+        status = resp.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "response"
+    );
+    Ok(resp)
+}
+
+/// The client's address: the peer, or the first `X-Forwarded-For` hop when the
+/// peer is a trusted proxy (D32).
+pub fn client_ip(req: &Request, config: &Config) -> Option<IpAddr> {
+    let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
+    match peer {
+        Some(p) if config.trusted_proxies.contains(&p) => req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok())
+            .or(Some(p)),
+        other => other,
+    }
+}

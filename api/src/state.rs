@@ -1,0 +1,8 @@
+//! What every handler can reach.
+
+use mambo_core::Context;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub ctx: Context,
+}

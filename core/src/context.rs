@@ -1,0 +1,44 @@
+//! Everything a domain function needs, shared by the API and the worker.
+
+use crate::{Clock, Config, redis::Redis};
+use sqlx::PgPool;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+#[derive(Clone)]
+pub struct Context {
+    pub db: PgPool,
+    pub redis: Redis,
+    pub config: Arc<Config>,
+    pub clock: Clock,
+    pub http: reqwest::Client,
+    /// Woken after a transaction that wrote to the job outbox commits, so the
+    /// relay moves the job to Redis at once instead of at its next tick.
+    pub outbox_notify: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(db: PgPool, config: Config) -> anyhow::Result<Self> {
+        let redis = Redis::new(config.redis_url.expose(), &config.redis_namespace)?;
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(20))
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()?;
+        Ok(Self {
+            db,
+            redis,
+            config: Arc::new(config),
+            clock: Clock::system(),
+            http,
+            outbox_notify: Arc::new(Notify::new()),
+        })
+    }
+}

@@ -1,0 +1,273 @@
+//! The clave economy (API.md §4.1). Every balance change is a ledger row in
+//! `clave_transactions`, written in the same transaction as the balance update;
+//! a spend is one conditional `UPDATE ... WHERE current_claves >= $cost`.
+
+use crate::{Config, Error, Result};
+use rand::Rng;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// Every amount of the economy, in one place. Overridable from configuration
+/// with `ECONOMY_<NAME>` (e.g. `ECONOMY_ACCEPTED_ANSWER=15`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Amounts {
+    pub new_user_bonus: i64,
+    pub daily_base_min: i64,
+    pub daily_base_max: i64,
+    pub daily_pro_min: i64,
+    pub daily_pro_max: i64,
+    pub streak_bonus_base: i64,
+    pub streak_bonus_pro: i64,
+    pub streak_milestone_every: i64,
+    pub post_stage: i64,
+    pub post_lab: i64,
+    pub reaction: i64,
+    pub reaction_refund: i64,
+    pub reaction_refund_cap: i64,
+    pub comment: i64,
+    pub accepted_answer: i64,
+    pub subscription_bonus_advanced: i64,
+    pub subscription_bonus_performer: i64,
+    pub referral_bonus: i64,
+    pub slots_base: i64,
+    pub slots_pro: i64,
+}
+
+impl Default for Amounts {
+    fn default() -> Self {
+        Self {
+            new_user_bonus: 15,
+            daily_base_min: 1,
+            daily_base_max: 3,
+            daily_pro_min: 4,
+            daily_pro_max: 8,
+            streak_bonus_base: 10,
+            streak_bonus_pro: 20,
+            streak_milestone_every: 5,
+            post_stage: 15,
+            post_lab: 5,
+            reaction: 1,
+            reaction_refund: 1,
+            reaction_refund_cap: 5,
+            comment: 2,
+            accepted_answer: 10,
+            subscription_bonus_advanced: 10,
+            subscription_bonus_performer: 20,
+            referral_bonus: 50,
+            slots_base: 5,
+            slots_pro: 20,
+        }
+    }
+}
+
+impl Amounts {
+    pub fn from_config(config: &Config) -> Self {
+        let mut a = Self::default();
+        for (k, v) in &config.economy_overrides {
+            let slot = match k.as_str() {
+                "new_user_bonus" => &mut a.new_user_bonus,
+                "daily_base_min" => &mut a.daily_base_min,
+                "daily_base_max" => &mut a.daily_base_max,
+                "daily_pro_min" => &mut a.daily_pro_min,
+                "daily_pro_max" => &mut a.daily_pro_max,
+                "streak_bonus_base" => &mut a.streak_bonus_base,
+                "streak_bonus_pro" => &mut a.streak_bonus_pro,
+                "streak_milestone_every" => &mut a.streak_milestone_every,
+                "post_stage" => &mut a.post_stage,
+                "post_lab" => &mut a.post_lab,
+                "reaction" => &mut a.reaction,
+                "reaction_refund" => &mut a.reaction_refund,
+                "reaction_refund_cap" => &mut a.reaction_refund_cap,
+                "comment" => &mut a.comment,
+                "accepted_answer" => &mut a.accepted_answer,
+                "subscription_bonus_advanced" => &mut a.subscription_bonus_advanced,
+                "subscription_bonus_performer" => &mut a.subscription_bonus_performer,
+                "referral_bonus" => &mut a.referral_bonus,
+                "slots_base" => &mut a.slots_base,
+                "slots_pro" => &mut a.slots_pro,
+                _ => continue,
+            };
+            *slot = *v;
+        }
+        a
+    }
+
+    /// A random daily claim amount for the tier (inclusive range).
+    pub fn daily_amount(&self, pro: bool) -> i64 {
+        let (lo, hi) = if pro {
+            (self.daily_pro_min, self.daily_pro_max)
+        } else {
+            (self.daily_base_min, self.daily_base_max)
+        };
+        if hi <= lo {
+            return lo;
+        }
+        rand::rng().random_range(lo..=hi)
+    }
+
+    pub fn streak_bonus(&self, pro: bool) -> i64 {
+        if pro {
+            self.streak_bonus_pro
+        } else {
+            self.streak_bonus_base
+        }
+    }
+
+    pub fn slot_limit(&self, pro: bool) -> i64 {
+        if pro { self.slots_pro } else { self.slots_base }
+    }
+}
+
+/// Ledger reasons (`clave_transactions.reason`).
+pub mod reason {
+    pub const NEW_USER_BONUS: &str = "new_user_bonus";
+    pub const DAILY_LOGIN: &str = "daily_login";
+    pub const STREAK_BONUS: &str = "streak_bonus";
+    pub const POST_STAGE: &str = "post_stage";
+    pub const POST_LAB: &str = "post_lab";
+    pub const REACTION: &str = "reaction";
+    pub const REACTION_REFUND: &str = "reaction_refund";
+    pub const COMMENT: &str = "comment";
+    pub const ACCEPTED_ANSWER: &str = "accepted_answer";
+    pub const SUBSCRIPTION_BONUS: &str = "subscription_bonus";
+}
+
+/// Credits `amount` and writes the ledger row. With a `dedupe_key`, a second
+/// credit under the same key does nothing and returns `None`.
+pub async fn credit(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    amount: i64,
+    reason: &str,
+    reference_id: Option<Uuid>,
+    dedupe_key: Option<&str>,
+) -> Result<Option<i64>> {
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO clave_transactions (user_id, amount, reason, reference_id, dedupe_key)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
+         RETURNING id",
+    )
+    .bind(user_id)
+    .bind(amount as i32)
+    .bind(reason)
+    .bind(reference_id)
+    .bind(dedupe_key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if inserted.is_none() {
+        return Ok(None);
+    }
+    let balance: Option<i32> = sqlx::query_scalar(
+        "UPDATE user_profiles SET current_claves = current_claves + $2, updated_at = now()
+         WHERE user_id = $1 RETURNING current_claves",
+    )
+    .bind(user_id)
+    .bind(amount as i32)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match balance {
+        Some(b) => Ok(Some(b as i64)),
+        None => Err(Error::not_found("Profile not found")),
+    }
+}
+
+/// The result of a failed spend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Insufficient {
+    pub required: i64,
+    pub balance: i64,
+}
+
+/// Spends `cost` atomically: one conditional UPDATE, then the ledger row.
+/// Returns the new balance, or `Err(Insufficient)` with nothing written.
+pub async fn spend(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    cost: i64,
+    reason: &str,
+    reference_id: Option<Uuid>,
+) -> Result<std::result::Result<i64, Insufficient>> {
+    let balance: Option<i32> = sqlx::query_scalar(
+        "UPDATE user_profiles SET current_claves = current_claves - $2, updated_at = now()
+         WHERE user_id = $1 AND current_claves >= $2 RETURNING current_claves",
+    )
+    .bind(user_id)
+    .bind(cost as i32)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match balance {
+        Some(b) => {
+            sqlx::query(
+                "INSERT INTO clave_transactions (user_id, amount, reason, reference_id)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(user_id)
+            .bind(-(cost as i32))
+            .bind(reason)
+            .bind(reference_id)
+            .execute(&mut *conn)
+            .await?;
+            Ok(Ok(b as i64))
+        }
+        None => {
+            let current: Option<i32> =
+                sqlx::query_scalar("SELECT current_claves FROM user_profiles WHERE user_id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            Ok(Err(Insufficient {
+                required: cost,
+                balance: current.unwrap_or(0) as i64,
+            }))
+        }
+    }
+}
+
+/// "Pro" for economy perks: an active or trialing subscription of tier
+/// advanced or performer.
+pub const PRO_SQL: &str = "(s.status IN ('active','trialing') AND s.tier IN ('advanced','performer'))";
+
+pub async fn is_pro(conn: &mut PgConnection, user_id: Uuid) -> Result<bool> {
+    let pro: Option<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT {PRO_SQL} FROM subscriptions s WHERE s.user_id = $1"
+    )))
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(pro.unwrap_or(false))
+}
+
+/// Level from XP: `max(1, floor(sqrt(xp/100)))` (D21).
+pub fn level_for_xp(xp: i64) -> i64 {
+    if xp <= 0 {
+        return 1;
+    }
+    ((xp as f64 / 100.0).sqrt().floor() as i64).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn level_formula() {
+        assert_eq!(level_for_xp(0), 1);
+        assert_eq!(level_for_xp(50), 1);
+        assert_eq!(level_for_xp(399), 1);
+        assert_eq!(level_for_xp(400), 2);
+        assert_eq!(level_for_xp(900), 3);
+        assert_eq!(level_for_xp(10_000), 10);
+    }
+
+    #[test]
+    fn daily_amount_ranges() {
+        let a = Amounts::default();
+        for _ in 0..200 {
+            let b = a.daily_amount(false);
+            assert!((1..=3).contains(&b));
+            let p = a.daily_amount(true);
+            assert!((4..=8).contains(&p));
+        }
+    }
+}

@@ -1,0 +1,63 @@
+-- Reference data: the 16 canonical community tags (API.md §2.2) and the
+-- 38 badge definitions (API.md §4.8). Idempotent (ON CONFLICT DO NOTHING).
+
+INSERT INTO community_tags (slug, name, category, usage_count) VALUES
+    ('salsa-on2', 'Salsa On2', 'Style', 0),
+    ('mambo', 'Mambo', 'Style', 0),
+    ('cha-cha-cha', 'Cha Cha Cha', 'Style', 0),
+    ('boogaloo', 'Boogaloo', 'Style', 0),
+    ('pachanga', 'Pachanga', 'Style', 0),
+    ('salsa-fusion', 'Salsa Fusion', 'Style', 0),
+    ('timing', 'Timing', 'Focus', 0),
+    ('body-movement', 'Body Movement', 'Focus', 0),
+    ('styling', 'Styling', 'Focus', 0),
+    ('musicality', 'Musicality', 'Focus', 0),
+    ('choreo', 'Choreo', 'Focus', 0),
+    ('turn', 'Turn', 'Focus', 0),
+    ('drills', 'Drills', 'Focus', 0),
+    ('beginner', 'Beginner', 'Level', 0),
+    ('intermediate', 'Intermediate', 'Level', 0),
+    ('advanced', 'Advanced', 'Level', 0)
+ON CONFLICT (slug) DO NOTHING;
+
+INSERT INTO badge_definitions
+    (id, name, description, tier, icon_url, category, requirement_type, threshold) VALUES
+    ('firestarter_bronze', 'Firestarter (Bronze)', 'Receive 10 fire reactions on your posts.', 'Bronze', '/badges/firestarter_bronze.png', 'performance', 'fires_received', 10),
+    ('firestarter_silver', 'Firestarter (Silver)', 'Receive 50 fire reactions on your posts.', 'Silver', '/badges/firestarter_silver.png', 'performance', 'fires_received', 50),
+    ('firestarter_gold', 'Firestarter (Gold)', 'Receive 200 fire reactions on your posts.', 'Gold', '/badges/firestarter_gold.png', 'performance', 'fires_received', 200),
+    ('firestarter_diamond', 'Firestarter (Diamond)', 'Receive 1000 fire reactions on your posts.', 'Diamond', '/badges/firestarter_diamond.png', 'performance', 'fires_received', 1000),
+    ('human_metronome_bronze', 'Human Metronome (Bronze)', 'Receive 5 metronome reactions on your posts.', 'Bronze', '/badges/human_metronome_bronze.png', 'performance', 'metronomes_received', 5),
+    ('human_metronome_silver', 'Human Metronome (Silver)', 'Receive 25 metronome reactions on your posts.', 'Silver', '/badges/human_metronome_silver.png', 'performance', 'metronomes_received', 25),
+    ('human_metronome_gold', 'Human Metronome (Gold)', 'Receive 100 metronome reactions on your posts.', 'Gold', '/badges/human_metronome_gold.png', 'performance', 'metronomes_received', 100),
+    ('human_metronome_diamond', 'Human Metronome (Diamond)', 'Receive 500 metronome reactions on your posts.', 'Diamond', '/badges/human_metronome_diamond.png', 'performance', 'metronomes_received', 500),
+    ('crowd_favorite_bronze', 'Crowd Favorite (Bronze)', 'Receive 5 clap reactions on your posts.', 'Bronze', '/badges/crowd_favorite_bronze.png', 'community', 'claps_received', 5),
+    ('crowd_favorite_silver', 'Crowd Favorite (Silver)', 'Receive 25 clap reactions on your posts.', 'Silver', '/badges/crowd_favorite_silver.png', 'community', 'claps_received', 25),
+    ('crowd_favorite_gold', 'Crowd Favorite (Gold)', 'Receive 100 clap reactions on your posts.', 'Gold', '/badges/crowd_favorite_gold.png', 'community', 'claps_received', 100),
+    ('crowd_favorite_diamond', 'Crowd Favorite (Diamond)', 'Receive 500 clap reactions on your posts.', 'Diamond', '/badges/crowd_favorite_diamond.png', 'community', 'claps_received', 500),
+    ('talent_scout_bronze', 'Talent Scout (Bronze)', 'Give 10 reactions to other dancers.', 'Bronze', '/badges/talent_scout_bronze.png', 'community', 'reactions_given', 10),
+    ('talent_scout_silver', 'Talent Scout (Silver)', 'Give 100 reactions to other dancers.', 'Silver', '/badges/talent_scout_silver.png', 'community', 'reactions_given', 100),
+    ('talent_scout_gold', 'Talent Scout (Gold)', 'Give 500 reactions to other dancers.', 'Gold', '/badges/talent_scout_gold.png', 'community', 'reactions_given', 500),
+    ('talent_scout_diamond', 'Talent Scout (Diamond)', 'Give 2000 reactions to other dancers.', 'Diamond', '/badges/talent_scout_diamond.png', 'community', 'reactions_given', 2000),
+    ('center_stage_bronze', 'Center Stage (Bronze)', 'Post 1 video on The Stage.', 'Bronze', '/badges/center_stage_bronze.png', 'performance', 'videos_posted', 1),
+    ('center_stage_silver', 'Center Stage (Silver)', 'Post 10 videos on The Stage.', 'Silver', '/badges/center_stage_silver.png', 'performance', 'videos_posted', 10),
+    ('center_stage_gold', 'Center Stage (Gold)', 'Post 50 videos on The Stage.', 'Gold', '/badges/center_stage_gold.png', 'performance', 'videos_posted', 50),
+    ('center_stage_diamond', 'Center Stage (Diamond)', 'Post 100 videos on The Stage.', 'Diamond', '/badges/center_stage_diamond.png', 'performance', 'videos_posted', 100),
+    ('the_professor_bronze', 'The Professor (Bronze)', 'Have 1 answer accepted as the solution.', 'Bronze', '/badges/the_professor_bronze.png', 'learning', 'solutions_accepted', 1),
+    ('the_professor_silver', 'The Professor (Silver)', 'Have 5 answers accepted as the solution.', 'Silver', '/badges/the_professor_silver.png', 'learning', 'solutions_accepted', 5),
+    ('the_professor_gold', 'The Professor (Gold)', 'Have 20 answers accepted as the solution.', 'Gold', '/badges/the_professor_gold.png', 'learning', 'solutions_accepted', 20),
+    ('the_professor_diamond', 'The Professor (Diamond)', 'Have 50 answers accepted as the solution.', 'Diamond', '/badges/the_professor_diamond.png', 'learning', 'solutions_accepted', 50),
+    ('the_socialite_bronze', 'The Socialite (Bronze)', 'Post 10 replies.', 'Bronze', '/badges/the_socialite_bronze.png', 'community', 'comments_posted', 10),
+    ('the_socialite_silver', 'The Socialite (Silver)', 'Post 50 replies.', 'Silver', '/badges/the_socialite_silver.png', 'community', 'comments_posted', 50),
+    ('the_socialite_gold', 'The Socialite (Gold)', 'Post 200 replies.', 'Gold', '/badges/the_socialite_gold.png', 'community', 'comments_posted', 200),
+    ('the_socialite_diamond', 'The Socialite (Diamond)', 'Post 1000 replies.', 'Diamond', '/badges/the_socialite_diamond.png', 'community', 'comments_posted', 1000),
+    ('unstoppable_bronze', 'Unstoppable (Bronze)', 'Reach a 3-day streak.', 'Bronze', '/badges/unstoppable_bronze.png', 'streaks', 'daily_streak', 3),
+    ('unstoppable_silver', 'Unstoppable (Silver)', 'Reach a 14-day streak.', 'Silver', '/badges/unstoppable_silver.png', 'streaks', 'daily_streak', 14),
+    ('unstoppable_gold', 'Unstoppable (Gold)', 'Reach a 30-day streak.', 'Gold', '/badges/unstoppable_gold.png', 'streaks', 'daily_streak', 30),
+    ('unstoppable_diamond', 'Unstoppable (Diamond)', 'Reach a 100-day streak.', 'Diamond', '/badges/unstoppable_diamond.png', 'streaks', 'daily_streak', 100),
+    ('curious_mind_bronze', 'Curious Mind (Bronze)', 'Ask 1 question in The Lab.', 'Bronze', '/badges/curious_mind_bronze.png', 'community', 'questions_posted', 1),
+    ('curious_mind_silver', 'Curious Mind (Silver)', 'Ask 10 questions in The Lab.', 'Silver', '/badges/curious_mind_silver.png', 'community', 'questions_posted', 10),
+    ('curious_mind_gold', 'Curious Mind (Gold)', 'Ask 25 questions in The Lab.', 'Gold', '/badges/curious_mind_gold.png', 'community', 'questions_posted', 25),
+    ('curious_mind_diamond', 'Curious Mind (Diamond)', 'Ask 50 questions in The Lab.', 'Diamond', '/badges/curious_mind_diamond.png', 'community', 'questions_posted', 50),
+    ('founder_diamond', 'Founder (Diamond)', 'Joined the waitlist as a founding member of The Mambo Guild.', 'Diamond', '/badges/founder_diamond.png', 'special', 'manual', 0),
+    ('beta_tester', 'Beta Tester (Gold)', 'Invite 3 friends to The Mambo Guild.', 'Gold', '/badges/beta_tester.png', 'special', 'manual', 0)
+ON CONFLICT (id) DO NOTHING;

@@ -1,0 +1,349 @@
+//! Test harness: starts the real API (and worker) in-process on a random port
+//! against real PostgreSQL and Redis, with a fresh database cloned from a
+//! migrated template and a Redis namespace of its own per test.
+
+use mambo_core::{Config, Context};
+use poem::listener::{Acceptor, Listener, TcpListener};
+use serde_json::Value;
+use sqlx::{Connection, PgConnection};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use tokio::sync::{OnceCell, oneshot};
+
+pub use reqwest::StatusCode;
+
+
+fn pg_base() -> String {
+    std::env::var("TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn admin_url() -> String {
+    format!("{}/postgres", pg_base())
+}
+
+static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+
+/// The name of a database migrated with the current migrations, created once.
+async fn template() -> String {
+    TEMPLATE
+        .get_or_init(|| async {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for m in mambo_core::db::MIGRATOR.iter() {
+                m.version.hash(&mut h);
+                m.checksum.hash(&mut h);
+            }
+            let name = format!("mambo_tpl_{:016x}", h.finish());
+            let mut conn = PgConnection::connect(&admin_url()).await.expect("postgres");
+            // Several test binaries may race to build it.
+            sqlx::query("SELECT pg_advisory_lock(727274)")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS(SELECT 1 FROM pg_database WHERE datname=$1)")
+                    .bind(&name)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+            if !exists {
+                let tmp = format!("{name}_build");
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {tmp} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await;
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {tmp}")))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                {
+                    let pool = mambo_core::db::connect(&format!("{}/{tmp}", pg_base()), 2)
+                        .await
+                        .unwrap();
+                    mambo_core::db::migrate(&pool).await.expect("migrations apply");
+                    pool.close().await;
+                }
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "ALTER DATABASE {tmp} RENAME TO {name}"
+                )))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            }
+            sqlx::query("SELECT pg_advisory_unlock(727274)")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            name
+        })
+        .await
+        .clone()
+}
+
+/// A fresh, migrated database; dropped when the guard is dropped.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let tpl = template().await;
+        let name = format!("mambo_t_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&admin_url()).await.expect("postgres");
+        // CREATE DATABASE .. TEMPLATE needs no other session on the template.
+        for attempt in 0..50 {
+            match sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE DATABASE {name} TEMPLATE {tpl}"
+            )))
+            .execute(&mut conn)
+            .await
+            {
+                Ok(_) => break,
+                Err(e) if attempt < 49 => {
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("create test database: {e}"),
+            }
+        }
+        Self {
+            url: format!("{}/{name}", pg_base()),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let url = admin_url();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(mut c) = PgConnection::connect(&url).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut c)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Environment for a test app: defaults plus overrides.
+pub fn test_vars(db_url: &str, namespace: &str) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    m.insert("ENVIRONMENT".into(), "test".into());
+    m.insert("SECRET_KEY".into(), "test-secret-key".into());
+    m.insert("DATABASE_URL".into(), db_url.into());
+    m.insert("REDIS_URL".into(), redis_url());
+    m.insert("REDIS_NAMESPACE".into(), namespace.into());
+    m.insert("SECURE_COOKIES".into(), "false".into());
+    m
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub ctx: Context,
+    pub namespace: String,
+    shutdown: Vec<oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    // Dropped last: the database.
+    pub db: TestDb,
+}
+
+pub struct Options {
+    pub worker: bool,
+    pub vars: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            worker: true,
+            vars: vec![],
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    /// Starts the API without a worker (jobs stay queued).
+    pub async fn spawn_api_only() -> Self {
+        Self::spawn_with(Options {
+            worker: false,
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn spawn_with_vars(vars: &[(&str, &str)]) -> Self {
+        Self::spawn_with(Options {
+            worker: true,
+            vars: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+        .await
+    }
+
+    pub async fn spawn_with(opts: Options) -> Self {
+        let _ = tracing_init();
+        let db = TestDb::new().await;
+        let namespace = format!("test-{}", uuid::Uuid::new_v4().simple());
+        let mut vars = test_vars(&db.url, &namespace);
+        for (k, v) in opts.vars {
+            vars.insert(k, v);
+        }
+        let config = Config::from_map(&vars).expect("test config");
+        let pool = mambo_core::db::connect(&db.url, 10).await.expect("pool");
+        let ctx = Context::new(pool, config).expect("context");
+
+        let acceptor = TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .expect("bind");
+        let addr = acceptor.local_addr()[0]
+            .as_socket_addr()
+            .cloned()
+            .expect("socket addr");
+        let mut shutdown = vec![];
+        let mut tasks = vec![];
+
+        let (tx, rx) = oneshot::channel::<()>();
+        shutdown.push(tx);
+        let api_ctx = ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = mambo_api::serve(acceptor, api_ctx, async move {
+                let _ = rx.await;
+            })
+            .await;
+        }));
+
+        if opts.worker {
+            let (tx, rx) = oneshot::channel::<()>();
+            shutdown.push(tx);
+            let wctx = ctx.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = mambo_worker::run(wctx, async move {
+                    let _ = rx.await;
+                })
+                .await
+                {
+                    eprintln!("worker stopped: {e:#}");
+                }
+            }));
+        }
+
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Self {
+            base: format!("http://{addr}"),
+            client,
+            ctx,
+            namespace,
+            shutdown,
+            tasks,
+            db,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.url(path))
+    }
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(self.url(path))
+    }
+    pub fn put(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.put(self.url(path))
+    }
+    pub fn patch(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.patch(self.url(path))
+    }
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.delete(self.url(path))
+    }
+
+    pub fn db(&self) -> &sqlx::PgPool {
+        &self.ctx.db
+    }
+
+    /// Stops the server and worker and waits for them.
+    pub async fn stop(mut self) {
+        for tx in self.shutdown.drain(..) {
+            let _ = tx.send(());
+        }
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(15), t).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn tracing_init() -> Option<()> {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(std::env::var("TEST_LOG").unwrap())
+                .with_test_writer()
+                .try_init();
+        }
+    });
+    Some(())
+}
+
+/// Reads a response as (status, JSON body).
+pub async fn json(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, v)
+}
+
+/// Polls `f` until it returns `Some`, up to `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

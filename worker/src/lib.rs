@@ -1,0 +1,321 @@
+//! The background worker: one apalis worker per job queue, a daily cron job and
+//! the outbox relay, all stopped together by one shutdown signal.
+//!
+//! Every apalis worker gets a fresh unique name (`{queue}-{uuid}`), each time it
+//! starts: apalis-redis refuses a name it saw alive in the last five minutes.
+//! When a worker dies (Redis went away, its registration expired), it is started
+//! again with a new name after a growing pause (1 s up to 30 s).
+
+use apalis::layers::retry::HasherRng;
+use apalis::layers::retry::RetryPolicy;
+use apalis::layers::retry::backoff::{ExponentialBackoffMaker, MakeBackoff};
+use apalis::prelude::*;
+use apalis_cron::{CronScheduler, Tick};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use mambo_core::Context;
+use mambo_core::email;
+use mambo_core::jobs::{
+    self, BadgeCheckJob, BroadcastJob, EmailJob, Job, MuxSyncJob, StreakBonusJob,
+};
+use std::future::Future;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// How often an idle worker looks for due and retried tasks (apalis' default is 30 s).
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// The daily maintenance job: 00:05:00 UTC (the first field is seconds).
+pub const DAILY_MAINTENANCE_SCHEDULE: &str = "0 5 0 * * *";
+/// How long running jobs get to finish after the shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// How one queue is consumed.
+#[derive(Debug, Clone, Copy)]
+struct QueueSettings {
+    /// Jobs of this queue run at the same time in this process.
+    concurrency: usize,
+    /// In-process retries (with exponential backoff) before the failure goes
+    /// back to Redis, which schedules further attempts itself.
+    retries: usize,
+    /// A job running longer than this fails (and is retried).
+    timeout: Duration,
+}
+
+const EMAIL: QueueSettings = QueueSettings {
+    concurrency: 4,
+    retries: 3,
+    timeout: Duration::from_secs(60),
+};
+const BROADCAST: QueueSettings = QueueSettings {
+    concurrency: 1,
+    retries: 3,
+    timeout: Duration::from_secs(300),
+};
+const MUX_SYNC: QueueSettings = QueueSettings {
+    concurrency: 2,
+    retries: 3,
+    timeout: Duration::from_secs(120),
+};
+const BADGE_CHECK: QueueSettings = QueueSettings {
+    concurrency: 8,
+    retries: 3,
+    timeout: Duration::from_secs(30),
+};
+const STREAK_BONUS: QueueSettings = QueueSettings {
+    concurrency: 4,
+    retries: 3,
+    timeout: Duration::from_secs(30),
+};
+
+/// Runs the worker until `shutdown` resolves, then stops taking jobs, lets the
+/// running ones finish (up to [`SHUTDOWN_GRACE`]) and returns.
+///
+/// Also runs the outbox relay, so a worker alone keeps jobs flowing from
+/// PostgreSQL to Redis.
+pub async fn run(
+    ctx: Context,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    // Fail early on a bad schedule rather than in a restart loop.
+    cron::Schedule::from_str(DAILY_MAINTENANCE_SCHEDULE)?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+
+    tasks.spawn(jobs::run_relay(ctx.clone(), stopped(stop_rx.clone())));
+
+    spawn_queue::<EmailJob, _, _>(&mut tasks, &ctx, &stop_rx, EMAIL, email_task);
+    spawn_queue::<BroadcastJob, _, _>(&mut tasks, &ctx, &stop_rx, BROADCAST, broadcast_task);
+    spawn_queue::<MuxSyncJob, _, _>(&mut tasks, &ctx, &stop_rx, MUX_SYNC, mux_sync_task);
+    spawn_queue::<BadgeCheckJob, _, _>(&mut tasks, &ctx, &stop_rx, BADGE_CHECK, badge_check_task);
+    spawn_queue::<StreakBonusJob, _, _>(
+        &mut tasks,
+        &ctx,
+        &stop_rx,
+        STREAK_BONUS,
+        streak_bonus_task,
+    );
+    {
+        let ctx = ctx.clone();
+        tasks.spawn(supervise("daily_maintenance", stop_rx.clone(), move |name, stop| {
+            run_cron_worker(ctx.clone(), name, stop).boxed()
+        }));
+    }
+
+    tracing::info!(
+        namespace = ctx.config.redis_namespace,
+        queues = ?jobs::QUEUES,
+        "worker started"
+    );
+    shutdown.await;
+    tracing::info!("worker shutting down: finishing running jobs");
+    let _ = stop_tx.send(true);
+
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while let Some(res) = tasks.join_next().await {
+            if let Err(e) = res {
+                tracing::error!(error = %e, "a worker task ended abnormally");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "jobs still running after the shutdown grace period; abandoning them \
+             (apalis re-queues them once this worker's registration expires)"
+        );
+        tasks.shutdown().await;
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// Resolves once the stop flag is set (or its sender is gone).
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+fn spawn_queue<J, H, Fut>(
+    tasks: &mut JoinSet<()>,
+    ctx: &Context,
+    stop_rx: &watch::Receiver<bool>,
+    settings: QueueSettings,
+    handler: H,
+) where
+    J: Job,
+    H: Fn(J, Data<Context>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxDynError>> + Send + 'static,
+{
+    let ctx = ctx.clone();
+    tasks.spawn(supervise(J::QUEUE, stop_rx.clone(), move |name, stop| {
+        run_queue_worker::<J, H, Fut>(ctx.clone(), name, stop, settings, handler.clone()).boxed()
+    }));
+}
+
+/// Keeps one worker running: starts it under a fresh name, and when it dies
+/// (not because of shutdown) starts it again after a pause.
+async fn supervise<F>(what: &'static str, stop_rx: watch::Receiver<bool>, start: F)
+where
+    F: Fn(String, watch::Receiver<bool>) -> BoxFuture<'static, Result<(), WorkerError>>,
+{
+    let mut failures: u32 = 0;
+    loop {
+        if *stop_rx.borrow() {
+            return;
+        }
+        let name = format!("{what}-{}", uuid::Uuid::new_v4().simple());
+        let started = Instant::now();
+        let res = start(name.clone(), stop_rx.clone()).await;
+        if *stop_rx.borrow() {
+            if let Err(e) = res {
+                tracing::warn!(worker = name, error = %e, "worker stopped with an error");
+            }
+            return;
+        }
+        match res {
+            Ok(()) => tracing::warn!(worker = name, "worker ended unexpectedly; restarting"),
+            Err(e) => tracing::warn!(worker = name, error = %e, "worker failed; restarting"),
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            failures = 0;
+        }
+        failures = failures.saturating_add(1);
+        let pause = Duration::from_secs(1 << failures.min(5)).min(Duration::from_secs(30));
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stopped(stop_rx.clone()) => return,
+        }
+    }
+}
+
+/// Layer order (outermost first): concurrency → retry → catch_panic → timeout
+/// → tracing, the order apalis accepts without warnings.
+async fn run_queue_worker<J, H, Fut>(
+    ctx: Context,
+    name: String,
+    stop: watch::Receiver<bool>,
+    settings: QueueSettings,
+    handler: H,
+) -> Result<(), WorkerError>
+where
+    J: Job,
+    H: Fn(J, Data<Context>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxDynError>> + Send + 'static,
+{
+    let backend = jobs::storage::<J>(&ctx).poll_with_interval(POLL_INTERVAL);
+    let backoff = ExponentialBackoffMaker::new(
+        Duration::from_secs(1),
+        Duration::from_secs(30),
+        0.5,
+        HasherRng::default(),
+    )
+    .expect("valid backoff settings")
+    .make_backoff();
+    // apalis' own AbortError check cannot see through the boxed error, hence retry_if.
+    let retry = RetryPolicy::retries(settings.retries)
+        .with_backoff(backoff)
+        .retry_if(|e: &BoxDynError| e.downcast_ref::<AbortError>().is_none());
+
+    let wctx = WorkerContext::new(&name);
+    let worker = WorkerBuilder::new(&wctx)
+        .backend(backend)
+        .data(ctx)
+        .concurrency(settings.concurrency)
+        .retry(retry)
+        .catch_panic()
+        .timeout(settings.timeout)
+        .enable_tracing()
+        .build(handler);
+    run_until_stopped(worker.run(), &wctx, stop).await
+}
+
+async fn run_cron_worker(
+    ctx: Context,
+    name: String,
+    stop: watch::Receiver<bool>,
+) -> Result<(), WorkerError> {
+    let schedule = cron::Schedule::from_str(DAILY_MAINTENANCE_SCHEDULE).map_err(|e| {
+        WorkerError::IoError(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    })?;
+    let wctx = WorkerContext::new(&name);
+    let worker = WorkerBuilder::new(&wctx)
+        .backend(CronScheduler::new(schedule))
+        .data(ctx)
+        .catch_panic()
+        .timeout(Duration::from_secs(600))
+        .enable_tracing()
+        .build(daily_maintenance_task);
+    run_until_stopped(worker.run(), &wctx, stop).await
+}
+
+/// Drives a worker until it ends by itself or the stop flag is set; then stops
+/// it gracefully (no new jobs, running jobs finish) and waits for it.
+async fn run_until_stopped(
+    run: impl Future<Output = Result<(), WorkerError>>,
+    wctx: &WorkerContext,
+    stop: watch::Receiver<bool>,
+) -> Result<(), WorkerError> {
+    let mut run = std::pin::pin!(run);
+    tokio::select! {
+        res = &mut run => return res,
+        _ = stopped(stop) => {}
+    }
+    // A worker that has not started yet cannot be stopped: give it a moment.
+    for _ in 0..100 {
+        if !wctx.is_pending() {
+            break;
+        }
+        tokio::select! {
+            res = &mut run => return res,
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+    if let Err(e) = wctx.stop() {
+        tracing::debug!(worker = wctx.name(), error = %e, "stopping worker");
+    }
+    run.await
+}
+
+// ---------------------------------------------------------------------------
+// Handlers: thin wrappers around mambo_core.
+// ---------------------------------------------------------------------------
+
+/// Turns a domain error into a task error: client errors (4xx other than 429
+/// and 503) will fail the same way again, so they abort instead of retrying.
+fn task_error(e: mambo_core::Error) -> BoxDynError {
+    match e.status() {
+        400..=499 if e.status() != 429 => Box::new(AbortError::new(e)),
+        _ => Box::new(e),
+    }
+}
+
+async fn email_task(job: EmailJob, ctx: Data<Context>) -> Result<(), BoxDynError> {
+    match email::send(&ctx, &job).await {
+        Ok(_) => Ok(()),
+        Err(e) if email::is_retryable(&e) => Err(Box::new(e)),
+        Err(e) => Err(Box::new(AbortError::new(e))),
+    }
+}
+
+async fn broadcast_task(job: BroadcastJob, ctx: Data<Context>) -> Result<(), BoxDynError> {
+    jobs::handle_broadcast(&ctx, &job).await.map_err(task_error)
+}
+
+async fn mux_sync_task(job: MuxSyncJob, ctx: Data<Context>) -> Result<(), BoxDynError> {
+    jobs::handle_mux_sync(&ctx, &job).await.map_err(task_error)
+}
+
+async fn badge_check_task(job: BadgeCheckJob, ctx: Data<Context>) -> Result<(), BoxDynError> {
+    jobs::handle_badge_check(&ctx, &job).await.map_err(task_error)
+}
+
+async fn streak_bonus_task(job: StreakBonusJob, ctx: Data<Context>) -> Result<(), BoxDynError> {
+    jobs::handle_streak_bonus(&ctx, &job).await.map_err(task_error)
+}
+
+async fn daily_maintenance_task(_tick: Tick, ctx: Data<Context>) -> Result<(), BoxDynError> {
+    jobs::daily_maintenance(&ctx).await.map_err(task_error)
+}
