@@ -6,6 +6,7 @@ pub mod error;
 pub mod middleware;
 pub mod routes;
 pub mod state;
+pub mod types;
 
 use mambo_core::Context;
 use poem::listener::{Acceptor, Listener, TcpListener};

@@ -25,8 +25,9 @@ use std::future::Future;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// A job payload and the queue it travels on.
-pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static + Debug {
+/// A job payload and the queue it travels on. (`Clone` because the worker's
+/// in-process retry re-runs a copy of the task.)
+pub trait Job: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'static + Debug {
     /// The queue name, without the deployment's Redis namespace.
     const QUEUE: &'static str;
 }

@@ -1,19 +1,32 @@
 //! The domain of The Mambo Guild: configuration, the database, the clock, jobs
 //! and one module per area of the product. No HTTP framework types live here.
 
+pub mod admin;
+pub mod ai;
 pub mod auth;
+pub mod badges;
 pub mod clock;
+pub mod community;
 pub mod config;
 pub mod context;
+pub mod courses;
 pub mod db;
 pub mod economy;
 pub mod email;
 pub mod error;
+pub mod identity;
 pub mod identity_rules;
 pub mod jobs;
+pub mod mux;
+pub mod oauth;
+pub mod payments;
+pub mod profiles;
+pub mod ratelimit;
 pub mod redis;
 pub mod seed;
 pub mod streaks;
+pub mod submissions;
+pub mod uploads;
 pub mod users;
 
 pub use clock::Clock;

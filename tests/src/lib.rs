@@ -347,3 +347,123 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A user made directly in the database, with a valid access token.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub id: uuid::Uuid,
+    pub email: String,
+    pub password: String,
+    pub token: String,
+}
+
+impl TestUser {
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+}
+
+/// What kind of user to create.
+#[derive(Clone, Debug)]
+pub struct UserSpec {
+    pub role: &'static str,
+    /// `Some((status, tier))` sets the subscription.
+    pub subscription: Option<(&'static str, &'static str)>,
+    pub claves: i64,
+    pub username: Option<String>,
+}
+
+impl Default for UserSpec {
+    fn default() -> Self {
+        Self {
+            role: "student",
+            subscription: None,
+            claves: 15,
+            username: None,
+        }
+    }
+}
+
+impl TestApp {
+    /// Creates a user (profile, rookie subscription, `claves` through the ledger).
+    pub async fn create_user(&self, spec: UserSpec) -> TestUser {
+        let n = uuid::Uuid::new_v4().simple().to_string();
+        let email = format!("user{}@example.com", &n[..12]);
+        let password = "Passw0rd123".to_string();
+        let mut nu = mambo_core::users::NewUser::student(&email, "Test", &format!("User{}", &n[..4]));
+        nu.role = spec.role.into();
+        nu.username = Some(spec.username.clone().unwrap_or_else(|| format!("u_{}", &n[..12])));
+        // A cheap bcrypt hash keeps tests fast; it is a valid legacy hash.
+        nu.hashed_password = Some(bcrypt::hash(&password, 4).unwrap());
+        let mut tx = self.db().begin().await.unwrap();
+        let id = mambo_core::users::create_user(&mut tx, &nu).await.unwrap();
+        if spec.claves != 0 {
+            mambo_core::economy::credit(&mut tx, id, spec.claves, "new_user_bonus", None, None)
+                .await
+                .unwrap();
+        }
+        if let Some((status, tier)) = spec.subscription {
+            sqlx::query("UPDATE subscriptions SET status=$2, tier=$3 WHERE user_id=$1")
+                .bind(id)
+                .bind(status)
+                .bind(tier)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let token = self.token_for(id);
+        TestUser {
+            id,
+            email,
+            password,
+            token,
+        }
+    }
+
+    pub async fn student(&self) -> TestUser {
+        self.create_user(UserSpec::default()).await
+    }
+
+    pub async fn admin(&self) -> TestUser {
+        self.create_user(UserSpec {
+            role: "admin",
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// A student with an active performer subscription ("pro").
+    pub async fn pro_student(&self) -> TestUser {
+        self.create_user(UserSpec {
+            subscription: Some(("active", "performer")),
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub fn token_for(&self, id: uuid::Uuid) -> String {
+        mambo_core::auth::create_token(
+            &self.ctx.config,
+            id,
+            mambo_core::auth::TokenKind::Access,
+            self.ctx.clock.now().timestamp(),
+        )
+    }
+
+    /// The user's balance and the sum of their ledger, for invariant checks.
+    pub async fn balance_and_ledger(&self, id: uuid::Uuid) -> (i64, i64) {
+        let b: i32 = sqlx::query_scalar("SELECT current_claves FROM user_profiles WHERE user_id=$1")
+            .bind(id)
+            .fetch_one(self.db())
+            .await
+            .unwrap();
+        let s: Option<i64> =
+            sqlx::query_scalar("SELECT SUM(amount)::bigint FROM clave_transactions WHERE user_id=$1")
+                .bind(id)
+                .fetch_one(self.db())
+                .await
+                .unwrap();
+        (b as i64, s.unwrap_or(0))
+    }
+}

@@ -6,8 +6,9 @@
 //! When a worker dies (Redis went away, its registration expired), it is started
 //! again with a new name after a growing pause (1 s up to 30 s).
 
+use apalis::layers::catch_panic::CatchPanicLayer;
 use apalis::layers::retry::HasherRng;
-use apalis::layers::retry::RetryPolicy;
+use apalis::layers::retry::{Policy, RetryPolicy};
 use apalis::layers::retry::backoff::{ExponentialBackoffMaker, MakeBackoff};
 use apalis::prelude::*;
 use apalis_cron::{CronScheduler, Tick};
@@ -214,10 +215,7 @@ where
     )
     .expect("valid backoff settings")
     .make_backoff();
-    // apalis' own AbortError check cannot see through the boxed error, hence retry_if.
-    let retry = RetryPolicy::retries(settings.retries)
-        .with_backoff(backoff)
-        .retry_if(|e: &BoxDynError| e.downcast_ref::<AbortError>().is_none());
+    let retry = SkipAborted(RetryPolicy::retries(settings.retries).with_backoff(backoff));
 
     let wctx = WorkerContext::new(&name);
     let worker = WorkerBuilder::new(&wctx)
@@ -225,7 +223,7 @@ where
         .data(ctx)
         .concurrency(settings.concurrency)
         .retry(retry)
-        .catch_panic()
+        .layer(CatchPanicLayer::with_panic_handler(on_panic))
         .timeout(settings.timeout)
         .enable_tracing()
         .build(handler);
@@ -244,7 +242,7 @@ async fn run_cron_worker(
     let worker = WorkerBuilder::new(&wctx)
         .backend(CronScheduler::new(schedule))
         .data(ctx)
-        .catch_panic()
+        .layer(CatchPanicLayer::with_panic_handler(on_panic))
         .timeout(Duration::from_secs(600))
         .enable_tracing()
         .build(daily_maintenance_task);
@@ -282,6 +280,47 @@ async fn run_until_stopped(
 // ---------------------------------------------------------------------------
 // Handlers: thin wrappers around mambo_core.
 // ---------------------------------------------------------------------------
+
+/// A retry policy that never retries an [`AbortError`]. apalis' own check
+/// cannot see through the boxed error, and `retry_if` with a closure makes the
+/// worker future fail the `Send` check, hence this wrapper.
+#[derive(Debug, Clone)]
+struct SkipAborted<P>(P);
+
+impl<T, Res, P> Policy<Task<T>, Res, BoxDynError> for SkipAborted<P>
+where
+    P: Policy<Task<T>, Res, BoxDynError>,
+{
+    type Future = P::Future;
+
+    fn retry(
+        &mut self,
+        req: &mut Task<T>,
+        result: &mut Result<Res, BoxDynError>,
+    ) -> Option<Self::Future> {
+        if let Err(e) = result
+            && e.downcast_ref::<AbortError>().is_some()
+        {
+            return None;
+        }
+        self.0.retry(req, result)
+    }
+
+    fn clone_request(&mut self, req: &Task<T>) -> Option<Task<T>> {
+        self.0.clone_request(req)
+    }
+}
+
+/// A panicking job fails without retries (a panic is a bug, not bad luck).
+fn on_panic(panic: &Box<dyn std::any::Any + Send>) -> AbortError {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    tracing::error!(panic = msg, "job panicked");
+    AbortError::new(format!("job panicked: {msg}"))
+}
 
 /// Turns a domain error into a task error: client errors (4xx other than 429
 /// and 503) will fail the same way again, so they abort instead of retrying.

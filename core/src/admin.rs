@@ -1,0 +1,1 @@
+//! admin (filled in by its issue).

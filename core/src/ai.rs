@@ -1,0 +1,1 @@
+//! ai (filled in by its issue).

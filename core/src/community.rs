@@ -1,0 +1,1 @@
+//! community (filled in by its issue).

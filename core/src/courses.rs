@@ -1,0 +1,1 @@
+//! courses (filled in by its issue).

@@ -1,0 +1,1 @@
+//! identity (filled in by its issue).

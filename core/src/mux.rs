@@ -1,0 +1,1 @@
+//! mux (filled in by its issue).

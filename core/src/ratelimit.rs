@@ -1,0 +1,1 @@
+//! ratelimit (filled in by its issue).

@@ -1,0 +1,1 @@
+//! submissions (filled in by its issue).

@@ -1,0 +1,1 @@
+//! uploads (filled in by its issue).
