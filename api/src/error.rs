@@ -47,6 +47,9 @@ pub enum ApiError {
     /// Internal error
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// An upstream service (Stripe, Gemini, ...) failed or timed out
+    #[oai(status = 502)]
+    BadGateway(Json<ErrorBody>),
     /// Service unavailable or not configured
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -68,6 +71,7 @@ impl ApiError {
             409 => Self::Conflict(body(detail)),
             422 => Self::Unprocessable(body(detail)),
             429 => Self::TooManyRequests(body(detail), retry_after.map(|s| s.to_string())),
+            502 => Self::BadGateway(body(detail)),
             503 => Self::Unavailable(body(detail)),
             s if (400..500).contains(&s) => Self::BadRequest(body(detail)),
             _ => Self::Internal(body(detail)),

@@ -10,7 +10,6 @@ pub mod types;
 
 use mambo_core::Context;
 use poem::listener::{Acceptor, Listener, TcpListener};
-use poem::middleware::SizeLimit;
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Route};
 use poem_openapi::OpenApiService;
 use state::AppState;
@@ -77,10 +76,8 @@ pub fn app(ctx: Context) -> impl Endpoint {
     }
     let route = route.nest("/", service);
     let state = AppState { ctx };
-    let max = config.max_body_bytes;
     let cfg = config.clone();
     route
-        .with(SizeLimit::new(max))
         .data(state)
         .around(move |ep, req| middleware::edge(ep, req, cfg.clone()))
         .into_endpoint()

@@ -11,7 +11,11 @@ const EXPOSED: &str = "X-RateLimit-Remaining, X-RateLimit-Reset, X-RateLimit-Lim
 const METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
 
 /// Wraps the whole app: request id + tracing span, CORS, security headers.
-pub async fn edge<E: Endpoint>(ep: Arc<E>, req: Request, config: Arc<Config>) -> Result<Response> {
+pub async fn edge<E: Endpoint>(
+    ep: Arc<E>,
+    mut req: Request,
+    config: Arc<Config>,
+) -> Result<Response> {
     let request_id = req
         .headers()
         .get("x-request-id")
@@ -60,6 +64,8 @@ pub async fn edge<E: Endpoint>(ep: Arc<E>, req: Request, config: Arc<Config>) ->
                 serde_json::json!("Disallowed CORS origin"),
             )
         }
+    } else if let Some(too_large) = enforce_body_limit(&mut req, config.max_body_bytes).await {
+        too_large
     } else {
         use tracing::Instrument;
         async {
@@ -130,4 +136,31 @@ pub fn client_ip(req: &Request, config: &Config) -> Option<IpAddr> {
             .or(Some(p)),
         other => other,
     }
+}
+
+/// 413 when the body is larger than the limit: by `Content-Length`, or by
+/// reading at most `max + 1` bytes of a body sent without one.
+async fn enforce_body_limit(req: &mut Request, max: usize) -> Option<Response> {
+    let too_large = || {
+        crate::error::json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            serde_json::json!("Request body too large"),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return (len > max as u64).then(too_large);
+    }
+    if req.headers().contains_key(header::TRANSFER_ENCODING) {
+        let body = req.take_body();
+        match body.into_bytes_limit(max).await {
+            Ok(bytes) => req.set_body(bytes),
+            Err(_) => return Some(too_large()),
+        }
+    }
+    None
 }

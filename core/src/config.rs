@@ -110,6 +110,8 @@ pub struct Config {
     pub ai_rate_limit_requests: i64,
     pub ai_rate_limit_window_seconds: i64,
     pub ai_persona: String,
+    /// Overrides the concierge's system prompt (`AI_SYSTEM_PROMPT`; `{persona}` is replaced by the name).
+    pub ai_system_prompt: Option<String>,
     pub trusted_proxies: Vec<IpAddr>,
     pub max_body_bytes: usize,
     // Base URLs of external services, overridable for tests.
@@ -301,6 +303,7 @@ impl Config {
             ai_rate_limit_requests: parse_i64("AI_RATE_LIMIT_REQUESTS", 20)?,
             ai_rate_limit_window_seconds: parse_i64("AI_RATE_LIMIT_WINDOW_SECONDS", 60)?,
             ai_persona: get("AI_PERSONA").unwrap_or_else(|| "Tito P".into()),
+            ai_system_prompt: get("AI_SYSTEM_PROMPT"),
             trusted_proxies,
             max_body_bytes: parse_i64("MAX_BODY_BYTES", 2 * 1024 * 1024)? as usize,
             mux_base_url: base(get("MUX_BASE_URL"), "https://api.mux.com"),

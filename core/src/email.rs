@@ -207,11 +207,13 @@ mod tests {
     use resend_rs::types::ErrorResponse;
 
     fn resend(status: u16, name: &str) -> Error {
-        Error::Internal(anyhow::Error::new(resend_rs::Error::Resend(ErrorResponse {
-            status_code: status,
-            message: "m".into(),
-            name: name.into(),
-        })))
+        Error::Internal(anyhow::Error::new(resend_rs::Error::Resend(
+            ErrorResponse {
+                status_code: status,
+                message: "m".into(),
+                name: name.into(),
+            },
+        )))
     }
 
     #[test]

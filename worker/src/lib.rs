@@ -4,12 +4,12 @@
 //! Every apalis worker gets a fresh unique name (`{queue}-{uuid}`), each time it
 //! starts: apalis-redis refuses a name it saw alive in the last five minutes.
 //! When a worker dies (Redis went away, its registration expired), it is started
-//! again with a new name after a growing pause (1 s up to 30 s).
+//! again with a new name after a growing pause (2 s, doubling, at most 30 s).
 
 use apalis::layers::catch_panic::CatchPanicLayer;
 use apalis::layers::retry::HasherRng;
-use apalis::layers::retry::{Policy, RetryPolicy};
 use apalis::layers::retry::backoff::{ExponentialBackoffMaker, MakeBackoff};
+use apalis::layers::retry::{Policy, RetryPolicy};
 use apalis::prelude::*;
 use apalis_cron::{CronScheduler, Tick};
 use futures::FutureExt;
@@ -100,9 +100,11 @@ pub async fn run(
     );
     {
         let ctx = ctx.clone();
-        tasks.spawn(supervise("daily_maintenance", stop_rx.clone(), move |name, stop| {
-            run_cron_worker(ctx.clone(), name, stop).boxed()
-        }));
+        tasks.spawn(supervise(
+            "daily_maintenance",
+            stop_rx.clone(),
+            move |name, stop| run_cron_worker(ctx.clone(), name, stop).boxed(),
+        ));
     }
 
     tracing::info!(
@@ -348,11 +350,15 @@ async fn mux_sync_task(job: MuxSyncJob, ctx: Data<Context>) -> Result<(), BoxDyn
 }
 
 async fn badge_check_task(job: BadgeCheckJob, ctx: Data<Context>) -> Result<(), BoxDynError> {
-    jobs::handle_badge_check(&ctx, &job).await.map_err(task_error)
+    jobs::handle_badge_check(&ctx, &job)
+        .await
+        .map_err(task_error)
 }
 
 async fn streak_bonus_task(job: StreakBonusJob, ctx: Data<Context>) -> Result<(), BoxDynError> {
-    jobs::handle_streak_bonus(&ctx, &job).await.map_err(task_error)
+    jobs::handle_streak_bonus(&ctx, &job)
+        .await
+        .map_err(task_error)
 }
 
 async fn daily_maintenance_task(_tick: Tick, ctx: Data<Context>) -> Result<(), BoxDynError> {
