@@ -151,6 +151,10 @@ pub async fn catch_all(err: poem::Error) -> Response {
     if err.downcast_ref::<AuthorizationError>().is_some() {
         return json_error(StatusCode::UNAUTHORIZED, json!("Could not validate credentials"));
     }
+    // Typed errors (`ApiError`, security schemes) already are the response.
+    if err.is_from_response() {
+        return err.into_response();
+    }
     let status = err.status();
     let detail = match status {
         StatusCode::NOT_FOUND => json!("Not Found"),
