@@ -1,0 +1,852 @@
+//! Payments (API.md §3.12, §4.15) against a fake Stripe server that checks the
+//! form fields it receives; webhooks are signed for real with the test secret.
+
+use mambo_tests::*;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const SECRET: &str = "whsec_test_secret";
+const ADV: &str = "price_adv_test";
+const PERF: &str = "price_perf_test";
+const FRONT: &str = "http://localhost:3000";
+
+/// Matches a form-encoded body that contains every given field.
+struct Form(Vec<(&'static str, String)>);
+
+fn form_of(req: &Request) -> HashMap<String, String> {
+    let body = String::from_utf8_lossy(&req.body).to_string();
+    reqwest::Url::parse(&format!("http://x/?{body}"))
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+impl wiremock::Match for Form {
+    fn matches(&self, req: &Request) -> bool {
+        let form = form_of(req);
+        self.0
+            .iter()
+            .all(|(k, v)| form.get(*k).map(String::as_str) == Some(v.as_str()))
+    }
+}
+
+async fn stripe_app() -> (TestApp, MockServer) {
+    let stripe = MockServer::start().await;
+    let app = TestApp::spawn_with_vars(&[
+        ("STRIPE_SECRET_KEY", "sk_test_123"),
+        ("STRIPE_WEBHOOK_SECRET", SECRET),
+        ("STRIPE_BASE_URL", &stripe.uri()),
+        ("ADVANCED_PRICE_ID", ADV),
+        ("PERFORMER_PRICE_ID", PERF),
+        ("FRONTEND_URL", FRONT),
+    ])
+    .await;
+    (app, stripe)
+}
+
+fn checkout_body(price: &str) -> Value {
+    json!({
+        "price_id": price,
+        "success_url": format!("{FRONT}/pricing/success?session_id={{CHECKOUT_SESSION_ID}}"),
+        "cancel_url": format!("{FRONT}/pricing"),
+    })
+}
+
+async fn checkout(app: &TestApp, user: &TestUser, body: &Value) -> (StatusCode, Value) {
+    json(
+        app.post("/api/payments/create-checkout-session")
+            .header("Authorization", user.bearer())
+            .json(body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+fn event(id: &str, kind: &str, created: i64, object: Value) -> Value {
+    json!({
+        "id": id,
+        "object": "event",
+        "type": kind,
+        "created": created,
+        "livemode": false,
+        "data": { "object": object },
+    })
+}
+
+/// Sends a webhook signed now (per the app's clock).
+async fn deliver(app: &TestApp, ev: &Value) -> (StatusCode, Value) {
+    let body = serde_json::to_vec(ev).unwrap();
+    let t = app.ctx.clock.now().timestamp();
+    let sig = mambo_core::payments::signature_header(SECRET, t, &body);
+    json(
+        app.post("/api/payments/webhook")
+            .header("Content-Type", "application/json; charset=utf-8")
+            .header("Stripe-Signature", sig)
+            .body(body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+fn stripe_subscription(id: &str, customer: &str, price: &str, status: &str, user: &str) -> Value {
+    json!({
+        "id": id,
+        "object": "subscription",
+        "customer": customer,
+        "status": status,
+        "current_period_end": 1_900_000_000,
+        "metadata": { "user_id": user },
+        "items": { "object": "list", "data": [
+            { "id": "si_1", "price": { "id": price, "lookup_key": null } }
+        ]},
+    })
+}
+
+#[derive(Debug, sqlx::FromRow, PartialEq)]
+struct Row {
+    status: String,
+    tier: String,
+    stripe_customer_id: Option<String>,
+    stripe_subscription_id: Option<String>,
+    current_period_end: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+async fn row(app: &TestApp, user: uuid::Uuid) -> Row {
+    sqlx::query_as(
+        "SELECT status, tier, stripe_customer_id, stripe_subscription_id, current_period_end
+         FROM subscriptions WHERE user_id = $1",
+    )
+    .bind(user)
+    .fetch_one(app.db())
+    .await
+    .unwrap()
+}
+
+async fn link(
+    app: &TestApp,
+    user: uuid::Uuid,
+    status: &str,
+    tier: &str,
+    customer: &str,
+    sub: Option<&str>,
+) {
+    sqlx::query(
+        "UPDATE subscriptions SET status=$2, tier=$3, stripe_customer_id=$4, stripe_subscription_id=$5
+         WHERE user_id=$1",
+    )
+    .bind(user)
+    .bind(status)
+    .bind(tier)
+    .bind(customer)
+    .bind(sub)
+    .execute(app.db())
+    .await
+    .unwrap();
+}
+
+async fn bonus_rows(app: &TestApp, user: uuid::Uuid) -> Vec<(i32, Option<uuid::Uuid>)> {
+    sqlx::query_as(
+        "SELECT amount, reference_id FROM clave_transactions
+         WHERE user_id=$1 AND reason='subscription_bonus' ORDER BY created_at",
+    )
+    .bind(user)
+    .fetch_all(app.db())
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfigured_stripe_is_503_after_input_checks() {
+    let app = TestApp::spawn().await;
+    let user = app.student().await;
+    let cfg = app.ctx.config.clone();
+
+    let (s, b) = checkout(&app, &user, &checkout_body("price_nope")).await;
+    assert_eq!(s, 400);
+    assert_eq!(b["detail"], mambo_core::payments::MSG_INVALID_PRICE);
+
+    let (s, b) = checkout(&app, &user, &checkout_body(&cfg.advanced_price_id)).await;
+    assert_eq!(s, 503, "{b}");
+    assert_eq!(b, json!({"detail": "Stripe is not configured"}));
+
+    // Webhook: the header check comes first, then the missing secret.
+    let (s, b) = json(
+        app.post("/api/payments/webhook")
+            .body("{}")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, b),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"detail": "No Stripe-Signature header"})
+        )
+    );
+    let (s, b) = json(
+        app.post("/api/payments/webhook")
+            .header("Stripe-Signature", "t=1,v1=00")
+            .body("{}")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, b["detail"].clone()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!("Stripe is not configured")
+        )
+    );
+
+    // Local-only cancel needs no Stripe.
+    link(&app, user.id, "active", "advanced", "cus_x", None).await;
+    let (s, b) = json(
+        app.post("/api/payments/cancel-subscription")
+            .header("Authorization", user.bearer())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!({"success": true, "message": "Subscription canceled successfully.", "tier": "rookie"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_rejects_bad_input_without_calling_stripe() {
+    let (app, stripe) = stripe_app().await;
+    let user = app.student().await;
+
+    let (s, _) = json(
+        app.post("/api/payments/create-checkout-session")
+            .json(&checkout_body(ADV))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 401);
+
+    let (s, b) = checkout(&app, &user, &checkout_body("price_unknown")).await;
+    assert_eq!(
+        (s, b["detail"].as_str().unwrap()),
+        (
+            StatusCode::BAD_REQUEST,
+            "Invalid price ID. Only Advanced and Performer tiers are available."
+        )
+    );
+
+    for (success, cancel) in [
+        (
+            "https://evil.example.com/ok".to_string(),
+            format!("{FRONT}/pricing"),
+        ),
+        (format!("{FRONT}.evil.io/ok"), format!("{FRONT}/pricing")),
+        (format!("{FRONT}/ok"), "javascript:alert(1)".to_string()),
+    ] {
+        let (s, b) = checkout(
+            &app,
+            &user,
+            &json!({"price_id": ADV, "success_url": success, "cancel_url": cancel}),
+        )
+        .await;
+        assert_eq!(s, 400, "{success} {cancel}: {b}");
+    }
+
+    let (s, b) = checkout(&app, &user, &json!({"price_id": ADV})).await;
+    assert_eq!(s, 422, "{b}");
+
+    let pro = app.pro_student().await;
+    let (s, b) = checkout(&app, &pro, &checkout_body(PERF)).await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        b["detail"],
+        "User already has an active subscription. Use update-subscription to change plans."
+    );
+
+    assert!(
+        stripe.received_requests().await.unwrap().is_empty(),
+        "no Stripe call"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_creates_the_customer_once() {
+    let (app, stripe) = stripe_app().await;
+    let user = app.student().await;
+    let uid = user.id.to_string();
+
+    Mock::given(method("POST"))
+        .and(path("/v1/customers"))
+        .and(header("authorization", "Bearer sk_test_123"))
+        .and(Form(vec![
+            ("email", user.email.clone()),
+            ("metadata[user_id]", uid.clone()),
+        ]))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "cus_123", "object": "customer"})),
+        )
+        .expect(1)
+        .mount(&stripe)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/checkout/sessions"))
+        .and(header("authorization", "Bearer sk_test_123"))
+        .and(Form(vec![
+            ("mode", "subscription".into()),
+            ("customer", "cus_123".into()),
+            ("line_items[0][price]", PERF.into()),
+            ("line_items[0][quantity]", "1".into()),
+            ("success_url", format!("{FRONT}/pricing/success?session_id={{CHECKOUT_SESSION_ID}}")),
+            ("cancel_url", format!("{FRONT}/pricing")),
+            ("client_reference_id", uid.clone()),
+            ("metadata[user_id]", uid.clone()),
+            ("subscription_data[metadata][user_id]", uid.clone()),
+        ]))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"id": "cs_test_1", "object": "checkout.session", "url": "https://checkout.stripe.com/c/pay/cs_test_1"}),
+        ))
+        .expect(2)
+        .mount(&stripe)
+        .await;
+
+    for _ in 0..2 {
+        let (s, b) = checkout(&app, &user, &checkout_body(PERF)).await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(
+            b,
+            json!({"session_id": "cs_test_1", "url": "https://checkout.stripe.com/c/pay/cs_test_1"})
+        );
+    }
+    let r = row(&app, user.id).await;
+    assert_eq!(r.stripe_customer_id.as_deref(), Some("cus_123"));
+    assert_eq!(r.status, "incomplete");
+    assert_eq!(r.tier, "rookie");
+    // The customer creation carries an idempotency key.
+    let reqs = stripe.received_requests().await.unwrap();
+    let customer_req = reqs
+        .iter()
+        .find(|r| r.url.path() == "/v1/customers")
+        .unwrap();
+    assert!(customer_req.headers.get("idempotency-key").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripe_errors_surface_as_400_or_502() {
+    let (app, stripe) = stripe_app().await;
+    let user = app.student().await;
+    link(&app, user.id, "canceled", "rookie", "cus_err", None).await;
+
+    Mock::given(method("POST"))
+        .and(path("/v1/checkout/sessions"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "error": {"type": "invalid_request_error", "code": "resource_missing", "message": "No such price: 'price_adv_test'"}
+        })))
+        .up_to_n_times(1)
+        .mount(&stripe)
+        .await;
+    let (s, b) = checkout(&app, &user, &checkout_body(ADV)).await;
+    assert_eq!(
+        (s, b),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"detail": "No such price: 'price_adv_test'"})
+        )
+    );
+
+    Mock::given(method("POST"))
+        .and(path("/v1/checkout/sessions"))
+        .respond_with(
+            ResponseTemplate::new(500).set_body_json(json!({"error": {"message": "boom"}})),
+        )
+        .mount(&stripe)
+        .await;
+    let (s, b) = checkout(&app, &user, &checkout_body(ADV)).await;
+    assert_eq!(s, 502, "{b}");
+    assert!(!b["detail"].as_str().unwrap().contains("boom"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_signatures_are_verified() {
+    let (app, _stripe) = stripe_app().await;
+    let ev = event(
+        "evt_sig",
+        "customer.created",
+        app.ctx.clock.now().timestamp(),
+        json!({"id": "cus_1"}),
+    );
+    let body = serde_json::to_vec(&ev).unwrap();
+    let now = app.ctx.clock.now().timestamp();
+    let post = |sig: Option<String>, body: Vec<u8>| {
+        let mut r = app
+            .post("/api/payments/webhook")
+            .header("Content-Type", "application/json");
+        if let Some(s) = sig {
+            r = r.header("Stripe-Signature", s);
+        }
+        async move { json(r.body(body).send().await.unwrap()).await }
+    };
+
+    let (s, b) = post(None, body.clone()).await;
+    assert_eq!(
+        (s, b),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"detail": "No Stripe-Signature header"})
+        )
+    );
+
+    let forged = mambo_core::payments::signature_header("whsec_wrong", now, &body);
+    let (s, b) = post(Some(forged), body.clone()).await;
+    assert_eq!(s, 400);
+    assert!(
+        b["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid signature: "),
+        "{b}"
+    );
+
+    let stale = mambo_core::payments::signature_header(SECRET, now - 301, &body);
+    let (s, b) = post(Some(stale), body.clone()).await;
+    assert_eq!(s, 400);
+    assert!(
+        b["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid signature: "),
+        "{b}"
+    );
+
+    let (s, b) = post(Some("garbage".into()), body.clone()).await;
+    assert_eq!(s, 400);
+    assert!(
+        b["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid signature: "),
+        "{b}"
+    );
+
+    // Tampered body with the original signature.
+    let good = mambo_core::payments::signature_header(SECRET, now, &body);
+    let mut tampered = body.clone();
+    tampered.extend_from_slice(b" ");
+    let (s, _) = post(Some(good.clone()), tampered).await;
+    assert_eq!(s, 400);
+
+    let junk = b"not json".to_vec();
+    let junk_sig = mambo_core::payments::signature_header(SECRET, now, &junk);
+    let (s, b) = post(Some(junk_sig), junk).await;
+    assert_eq!(s, 400);
+    assert!(
+        b["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid payload: "),
+        "{b}"
+    );
+
+    // Valid signature on an event we ignore.
+    let (s, b) = post(Some(good), body).await;
+    assert_eq!((s, b), (StatusCode::OK, json!({"status": "success"})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_webhook_activation_bonus_and_pro_perks() {
+    let (app, stripe) = stripe_app().await;
+    let user = app.student().await;
+    let uid = user.id.to_string();
+    let (balance_before, _) = app.balance_and_ledger(user.id).await;
+
+    Mock::given(method("POST"))
+        .and(path("/v1/customers"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "cus_e2e"})))
+        .mount(&stripe)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/checkout/sessions"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                json!({"id": "cs_e2e", "url": "https://checkout.stripe.com/c/cs_e2e"}),
+            ),
+        )
+        .mount(&stripe)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/subscriptions/sub_e2e"))
+        .and(header("authorization", "Bearer sk_test_123"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(stripe_subscription(
+                "sub_e2e", "cus_e2e", PERF, "active", &uid,
+            )),
+        )
+        .mount(&stripe)
+        .await;
+
+    let (s, b) = checkout(&app, &user, &checkout_body(PERF)).await;
+    assert_eq!(s, 200, "{b}");
+    {
+        let mut conn = app.db().acquire().await.unwrap();
+        assert!(
+            !mambo_core::economy::is_pro(&mut conn, user.id)
+                .await
+                .unwrap()
+        );
+    }
+
+    let now = app.ctx.clock.now().timestamp();
+    let completed = event(
+        "evt_cs_completed",
+        "checkout.session.completed",
+        now,
+        json!({"id": "cs_e2e", "object": "checkout.session", "mode": "subscription", "customer": "cus_e2e",
+               "subscription": "sub_e2e", "client_reference_id": uid, "metadata": {"user_id": uid}, "payment_status": "paid"}),
+    );
+    let (s, b) = deliver(&app, &completed).await;
+    assert_eq!((s, b), (StatusCode::OK, json!({"status": "success"})));
+    let r = row(&app, user.id).await;
+    assert_eq!(
+        (r.status.as_str(), r.tier.as_str()),
+        ("active", "performer")
+    );
+    assert_eq!(r.stripe_subscription_id.as_deref(), Some("sub_e2e"));
+
+    let paid = event(
+        "evt_inv_paid",
+        "invoice.payment_succeeded",
+        now + 1,
+        json!({"id": "in_001", "object": "invoice", "customer": "cus_e2e", "subscription": "sub_e2e", "amount_paid": 4900}),
+    );
+    let (s, _) = deliver(&app, &paid).await;
+    assert_eq!(s, 200);
+    let r = row(&app, user.id).await;
+    assert_eq!(r.status, "active");
+    assert_eq!(r.tier, "performer");
+    assert_eq!(r.current_period_end.unwrap().timestamp(), 1_900_000_000);
+    assert_eq!(bonus_rows(&app, user.id).await, vec![(20, None)]);
+
+    // Redelivery changes nothing.
+    for _ in 0..3 {
+        let (s, b) = deliver(&app, &paid).await;
+        assert_eq!((s, b), (StatusCode::OK, json!({"status": "success"})));
+    }
+    assert_eq!(bonus_rows(&app, user.id).await, vec![(20, None)]);
+    let (balance, ledger) = app.balance_and_ledger(user.id).await;
+    assert_eq!(balance, balance_before + 20);
+    assert_eq!(balance, ledger);
+
+    // The next month's invoice pays again, once.
+    let next = event(
+        "evt_inv_paid_2",
+        "invoice.payment_succeeded",
+        now + 2,
+        json!({"id": "in_002", "customer": "cus_e2e", "parent": {"subscription_details": {"subscription": "sub_e2e"}}}),
+    );
+    assert_eq!(deliver(&app, &next).await.0, 200);
+    assert_eq!(bonus_rows(&app, user.id).await.len(), 2);
+
+    // Pro perks: pro status, pro slot limit and pro daily range.
+    let mut conn = app.db().acquire().await.unwrap();
+    assert!(
+        mambo_core::economy::is_pro(&mut conn, user.id)
+            .await
+            .unwrap()
+    );
+    let amounts = mambo_core::economy::Amounts::from_config(&app.ctx.config);
+    assert_eq!(amounts.slot_limit(true), 20);
+    let daily = amounts.daily_amount(true);
+    assert!((4..=8).contains(&daily));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_concurrent_deliveries_pay_once() {
+    let (app, stripe) = stripe_app().await;
+    let user = app.student().await;
+    let uid = user.id.to_string();
+    link(&app, user.id, "incomplete", "rookie", "cus_conc", None).await;
+    Mock::given(method("GET"))
+        .and(path("/v1/subscriptions/sub_conc"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(stripe_subscription(
+                    "sub_conc", "cus_conc", ADV, "active", &uid,
+                ))
+                .set_delay(std::time::Duration::from_millis(50)),
+        )
+        .mount(&stripe)
+        .await;
+    let (before, _) = app.balance_and_ledger(user.id).await;
+    let ev = event(
+        "evt_concurrent",
+        "invoice.payment_succeeded",
+        app.ctx.clock.now().timestamp(),
+        json!({"id": "in_conc", "customer": "cus_conc", "subscription": "sub_conc", "amount_paid": 2900}),
+    );
+    let results = futures::future::join_all((0..10).map(|_| deliver(&app, &ev))).await;
+    for (s, b) in results {
+        assert_eq!((s, b), (StatusCode::OK, json!({"status": "success"})));
+    }
+    let (after, ledger) = app.balance_and_ledger(user.id).await;
+    assert_eq!(after, before + 10);
+    assert_eq!(after, ledger);
+    let processed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM processed_webhook_events WHERE provider='stripe' AND event_id='evt_concurrent'",
+    )
+    .fetch_one(app.db())
+    .await
+    .unwrap();
+    assert_eq!(processed, 1);
+    let r = row(&app, user.id).await;
+    assert_eq!((r.status.as_str(), r.tier.as_str()), ("active", "advanced"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_events_never_undo_a_newer_state() {
+    let (app, stripe) = stripe_app().await;
+    let user = app.student().await;
+    let uid = user.id.to_string();
+    link(
+        &app,
+        user.id,
+        "active",
+        "advanced",
+        "cus_ooo",
+        Some("sub_ooo"),
+    )
+    .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/subscriptions/sub_ooo"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(stripe_subscription(
+                "sub_ooo", "cus_ooo", ADV, "canceled", &uid,
+            )),
+        )
+        .mount(&stripe)
+        .await;
+    let t = app.ctx.clock.now().timestamp();
+
+    // Newest first: the subscription was deleted at t.
+    let deleted = event(
+        "evt_del",
+        "customer.subscription.deleted",
+        t,
+        json!({"id": "sub_ooo", "object": "subscription", "customer": "cus_ooo", "status": "canceled"}),
+    );
+    assert_eq!(deliver(&app, &deleted).await.0, 200);
+    let r = row(&app, user.id).await;
+    assert_eq!((r.status.as_str(), r.tier.as_str()), ("canceled", "rookie"));
+
+    // Then, late, an update and a paid invoice from before the deletion.
+    let updated = event(
+        "evt_upd_old",
+        "customer.subscription.updated",
+        t - 50,
+        stripe_subscription("sub_ooo", "cus_ooo", PERF, "active", &uid),
+    );
+    assert_eq!(deliver(&app, &updated).await.0, 200);
+    let paid = event(
+        "evt_paid_old",
+        "invoice.payment_succeeded",
+        t - 40,
+        json!({"id": "in_old", "customer": "cus_ooo", "subscription": "sub_ooo"}),
+    );
+    assert_eq!(deliver(&app, &paid).await.0, 200);
+    let r = row(&app, user.id).await;
+    assert_eq!((r.status.as_str(), r.tier.as_str()), ("canceled", "rookie"));
+    // The old invoice was still paid: its bonus is credited once.
+    assert_eq!(bonus_rows(&app, user.id).await, vec![(10, None)]);
+
+    // A newer update applies.
+    let reactivated = event(
+        "evt_upd_new",
+        "customer.subscription.updated",
+        t + 10,
+        stripe_subscription("sub_ooo", "cus_ooo", PERF, "active", &uid),
+    );
+    assert_eq!(deliver(&app, &reactivated).await.0, 200);
+    let r = row(&app, user.id).await;
+    assert_eq!(
+        (r.status.as_str(), r.tier.as_str()),
+        ("active", "performer")
+    );
+
+    // invoice.payment_failed → past_due.
+    let failed = event(
+        "evt_failed",
+        "invoice.payment_failed",
+        t + 20,
+        json!({"id": "in_fail", "customer": "cus_ooo", "subscription": "sub_ooo"}),
+    );
+    assert_eq!(deliver(&app, &failed).await.0, 200);
+    assert_eq!(row(&app, user.id).await.status, "past_due");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_and_cancel_subscription() {
+    let (app, stripe) = stripe_app().await;
+    let user = app.student().await;
+    let post = |p: &'static str, u: &TestUser, body: Option<Value>| {
+        let mut r = app.post(p).header("Authorization", u.bearer());
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move { json(r.send().await.unwrap()).await }
+    };
+    let upd = "/api/payments/update-subscription";
+    let cancel = "/api/payments/cancel-subscription";
+
+    // Error cases, in contract order.
+    let (s, b) = post(upd, &user, Some(json!({"new_price_id": "price_x"}))).await;
+    assert_eq!(
+        (s, b["detail"].clone()),
+        (
+            StatusCode::BAD_REQUEST,
+            json!("Invalid price ID. Only Advanced and Performer tiers are available.")
+        )
+    );
+    let (s, b) = post(upd, &user, Some(json!({"new_price_id": PERF}))).await;
+    assert_eq!(
+        (s, b["detail"].clone()),
+        (
+            StatusCode::BAD_REQUEST,
+            json!("Subscription is not active. Cannot update.")
+        )
+    );
+    let (s, b) = post(cancel, &user, None).await;
+    assert_eq!(
+        (s, b["detail"].clone()),
+        (
+            StatusCode::BAD_REQUEST,
+            json!("Subscription is not active. Nothing to cancel.")
+        )
+    );
+    link(&app, user.id, "active", "advanced", "cus_u", None).await;
+    let (s, b) = post(upd, &user, Some(json!({"new_price_id": PERF}))).await;
+    assert_eq!(
+        (s, b["detail"].clone()),
+        (
+            StatusCode::BAD_REQUEST,
+            json!("No Stripe subscription ID found. Cannot update.")
+        )
+    );
+
+    let nobody = app.student().await;
+    sqlx::query("DELETE FROM subscriptions WHERE user_id=$1")
+        .bind(nobody.id)
+        .execute(app.db())
+        .await
+        .unwrap();
+    let (s, b) = post(upd, &nobody, Some(json!({"new_price_id": PERF}))).await;
+    assert_eq!(
+        (s, b["detail"].clone()),
+        (
+            StatusCode::NOT_FOUND,
+            json!("No subscription found for this user.")
+        )
+    );
+    let (s, b) = post(cancel, &nobody, None).await;
+    assert_eq!(
+        (s, b["detail"].clone()),
+        (
+            StatusCode::NOT_FOUND,
+            json!("No subscription found for this user.")
+        )
+    );
+
+    // Upgrade through Stripe.
+    link(&app, user.id, "active", "advanced", "cus_u", Some("sub_u")).await;
+    Mock::given(method("GET"))
+        .and(path("/v1/subscriptions/sub_u"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "sub_u", "status": "active",
+            "items": {"data": [{"id": "si_u1", "price": {"id": ADV}}]}
+        })))
+        .mount(&stripe)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/subscriptions/sub_u"))
+        .and(Form(vec![
+            ("items[0][id]", "si_u1".into()),
+            ("items[0][price]", PERF.into()),
+            ("proration_behavior", "always_invoice".into()),
+        ]))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "sub_u", "status": "active",
+            "items": {"data": [{"id": "si_u1", "price": {"id": PERF}, "current_period_end": 1_950_000_000}]}
+        })))
+        .expect(1)
+        .mount(&stripe)
+        .await;
+    let (s, b) = post(upd, &user, Some(json!({"new_price_id": PERF}))).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!({"success": true, "message": "Subscription updated successfully.", "tier": "performer"})
+    );
+    let r = row(&app, user.id).await;
+    assert_eq!(r.tier, "performer");
+    assert_eq!(r.current_period_end.unwrap().timestamp(), 1_950_000_000);
+
+    // Cancel through Stripe (immediate).
+    Mock::given(method("DELETE"))
+        .and(path("/v1/subscriptions/sub_u"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "sub_u", "status": "canceled"})),
+        )
+        .expect(1)
+        .mount(&stripe)
+        .await;
+    let (s, b) = post(cancel, &user, None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!({"success": true, "message": "Subscription canceled successfully. You now have access to the Rookie plan.", "tier": "rookie"})
+    );
+    let r = row(&app, user.id).await;
+    assert_eq!((r.status.as_str(), r.tier.as_str()), ("canceled", "rookie"));
+    let (s, _) = post(cancel, &user, None).await;
+    assert_eq!(s, 400);
+
+    // A Stripe refusal on update is a 400 with Stripe's message.
+    let other = app.student().await;
+    link(
+        &app,
+        other.id,
+        "active",
+        "advanced",
+        "cus_o",
+        Some("sub_missing"),
+    )
+    .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/subscriptions/sub_missing"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({
+            "error": {"type": "invalid_request_error", "code": "resource_missing", "message": "No such subscription: 'sub_missing'"}
+        })))
+        .mount(&stripe)
+        .await;
+    let (s, b) = post(upd, &other, Some(json!({"new_price_id": PERF}))).await;
+    assert_eq!(
+        (s, b),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"detail": "No such subscription: 'sub_missing'"})
+        )
+    );
+}
