@@ -1,0 +1,387 @@
+//! Email bodies rendered from template files (minijinja), never by string
+//! concatenation.
+//!
+//! Every email has two files in `core/templates/email/`, compiled into the
+//! binary: `{name}.txt`, whose first line is `Subject: ...` followed by a blank
+//! line and the plain-text body, and `{name}.html`, which extends `layout.html`.
+//! HTML templates escape every variable; text templates print them as they are.
+//!
+//! Variables are strict: a template that uses a variable the caller did not
+//! pass fails to render (it never sends an email with a hole in it). Optional
+//! values are passed as `null`, which prints as nothing and is false in `if`.
+//!
+//! | template | variables |
+//! |---|---|
+//! | `password_reset` | `reset_link`, `expires_in` (e.g. `"1 hour"`) |
+//! | `waitlist_welcome` | `username`, `referral_link` (`{FRONTEND_URL}/waitlist?ref={code}`) |
+//! | `submission_graded` | `first_name`, `lesson_title`, `approved` (bool), `xp_awarded` (int, 0 when none), `feedback_text`, `feedback_video_url` (string or null), `courses_link` |
+//! | `broadcast` | `subject`, `content_html` (trusted HTML), `content_text` |
+
+use crate::jobs::EmailJob;
+use crate::{Error, Result};
+use minijinja::syntax::SyntaxConfig;
+use minijinja::value::{Serde, Value as JinjaValue};
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::sync::LazyLock;
+
+/// The emails this module can render.
+pub const TEMPLATES: &[&str] = &[
+    "password_reset",
+    "waitlist_welcome",
+    "submission_graded",
+    "broadcast",
+];
+
+/// The template files, embedded at build time.
+const FILES: &[(&str, &str)] = &[
+    (
+        "layout.html",
+        include_str!("../templates/email/layout.html"),
+    ),
+    (
+        "password_reset.html",
+        include_str!("../templates/email/password_reset.html"),
+    ),
+    (
+        "password_reset.txt",
+        include_str!("../templates/email/password_reset.txt"),
+    ),
+    (
+        "waitlist_welcome.html",
+        include_str!("../templates/email/waitlist_welcome.html"),
+    ),
+    (
+        "waitlist_welcome.txt",
+        include_str!("../templates/email/waitlist_welcome.txt"),
+    ),
+    (
+        "submission_graded.html",
+        include_str!("../templates/email/submission_graded.html"),
+    ),
+    (
+        "submission_graded.txt",
+        include_str!("../templates/email/submission_graded.txt"),
+    ),
+    (
+        "broadcast.html",
+        include_str!("../templates/email/broadcast.html"),
+    ),
+    (
+        "broadcast.txt",
+        include_str!("../templates/email/broadcast.txt"),
+    ),
+];
+
+/// A rendered email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+}
+
+/// A template environment with the project's settings: strict undefined
+/// variables, HTML escaping for `*.html` names, `null` printed as nothing and
+/// block tags that do not leave blank lines behind.
+pub fn environment<'a>() -> Environment<'a> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".html") || name.ends_with(".htm") {
+            AutoEscape::Html
+        } else {
+            AutoEscape::None
+        }
+    });
+    env.set_formatter(|out, state, value| {
+        if value.is_none() || value.is_undefined() {
+            // Strict mode already refused undefined variables before this point.
+            return Ok(());
+        }
+        if matches!(state.auto_escape(), AutoEscape::Html) && !value.is_safe() {
+            // minijinja also escapes `/`; links read better (and match) without it.
+            let escaped = escape_html(&value.to_string());
+            return out.write_str(&escaped).map_err(|_| {
+                minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "write failed")
+            });
+        }
+        minijinja::escape_formatter(out, state, value)
+    });
+    env.set_syntax(
+        SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .expect("valid syntax configuration"),
+    );
+    env
+}
+
+static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = environment();
+    for (name, source) in FILES {
+        env.add_template(name, source)
+            .unwrap_or_else(|e| panic!("email template {name} does not compile: {e:#}"));
+    }
+    env
+});
+
+/// Renders the email `template` (one of [`TEMPLATES`]) with `vars` (a JSON
+/// object). Fails on an unknown template, on a variable the template uses but
+/// `vars` lacks, and on a text template without a `Subject:` first line.
+pub fn render(template: &str, vars: &Value) -> Result<Rendered> {
+    let fail = |msg: String| Error::internal(format!("email template {template}: {msg}"));
+    if !TEMPLATES.contains(&template) {
+        return Err(fail("no such template".into()));
+    }
+    let Value::Object(map) = vars else {
+        return Err(fail("the variables must be a JSON object".into()));
+    };
+
+    let text_name = format!("{template}.txt");
+    let html_name = format!("{template}.html");
+    let text_tpl = ENV
+        .get_template(&text_name)
+        .map_err(|e| fail(e.to_string()))?;
+    let html_tpl = ENV
+        .get_template(&html_name)
+        .map_err(|e| fail(e.to_string()))?;
+
+    // Name every missing variable at once (the renderer stops at the first).
+    let mut missing: BTreeSet<String> = text_tpl.undeclared_variables(false).into_iter().collect();
+    missing.extend(html_tpl.undeclared_variables(false));
+    missing.retain(|v| v != "subject" || template == "broadcast");
+    missing.retain(|v| !map.contains_key(v));
+    if !missing.is_empty() {
+        return Err(fail(format!(
+            "missing variable(s): {}",
+            missing.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+
+    let ctx = JinjaValue::from(Serde(vars));
+    let full_text = text_tpl.render(&ctx).map_err(|e| fail(format!("{e:#}")))?;
+    let (subject, text) = split_subject(&full_text).ok_or_else(|| {
+        fail(format!(
+            "{text_name} must start with a `Subject:` line followed by a blank line"
+        ))
+    })?;
+    if subject.is_empty() {
+        return Err(fail("the subject is empty".into()));
+    }
+
+    let mut with_subject = map.clone();
+    with_subject.insert("subject".into(), Value::String(subject.clone()));
+    let html = html_tpl
+        .render(JinjaValue::from(Serde(&with_subject)))
+        .map_err(|e| fail(format!("{e:#}")))?;
+
+    Ok(Rendered {
+        subject,
+        html: html.trim().to_string() + "\n",
+        text,
+    })
+}
+
+/// Renders `template` and wraps it into an [`EmailJob`] for one recipient.
+pub fn email_job(
+    template: &str,
+    idempotency_key: impl Into<String>,
+    to: impl Into<String>,
+    vars: &Value,
+) -> Result<EmailJob> {
+    let r = render(template, vars)?;
+    Ok(EmailJob {
+        idempotency_key: idempotency_key.into(),
+        template: template.to_string(),
+        to: vec![to.into()],
+        subject: r.subject,
+        html: r.html,
+        text: r.text,
+    })
+}
+
+/// Escapes `& < > " '` for HTML text and attribute values.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `"Subject: X\n\nbody"` → `("X", "body\n")`. Lines inside the subject are
+/// joined (a header cannot contain a line break).
+fn split_subject(full: &str) -> Option<(String, String)> {
+    let rest = full.strip_prefix("Subject:")?;
+    let (subject, body) = match rest.split_once("\n\n") {
+        Some((s, b)) => (s, b),
+        None => (rest, ""),
+    };
+    let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
+    let body = collapse_blank_lines(body.trim());
+    Some((subject, body + "\n"))
+}
+
+/// At most one empty line in a row (optional sections leave some behind).
+fn collapse_blank_lines(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut blank = 0;
+    for line in s.lines() {
+        let line = line.trim_end();
+        if line.is_empty() {
+            blank += 1;
+            if blank > 1 {
+                continue;
+            }
+        } else {
+            blank = 0;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.trim_end().to_string()
+}
+
+/// `60` → `"1 hour"`, `120` → `"2 hours"`, `45` → `"45 minutes"`: the
+/// `expires_in` of the password reset email.
+pub fn duration_phrase(minutes: i64) -> String {
+    match minutes {
+        60 => "1 hour".into(),
+        m if m > 60 && m % 60 == 0 => format!("{} hours", m / 60),
+        1 => "1 minute".into(),
+        m => format!("{m} minutes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_template_compiles() {
+        for t in TEMPLATES {
+            ENV.get_template(&format!("{t}.txt")).unwrap();
+            ENV.get_template(&format!("{t}.html")).unwrap();
+        }
+    }
+
+    #[test]
+    fn password_reset() {
+        let link = "https://mamboguild.com/reset-password?token=a.b.c&x=<1>";
+        let r = render(
+            "password_reset",
+            &json!({"reset_link": link, "expires_in": duration_phrase(60)}),
+        )
+        .unwrap();
+        assert_eq!(r.subject, "Reset Your Password - The Mambo Guild");
+        assert!(r.text.contains(link), "{}", r.text);
+        assert!(r.text.contains("expires in 1 hour"));
+        assert!(r.html.contains("expires in 1 hour"));
+        // The button and the plain link, escaped.
+        let escaped = "https://mamboguild.com/reset-password?token=a.b.c&amp;x=&lt;1&gt;";
+        assert_eq!(r.html.matches(escaped).count(), 3, "{}", r.html);
+        assert!(r.html.contains("Reset password</a>"));
+        assert!(!r.html.contains("<1>"));
+        assert!(
+            r.html
+                .contains("<title>Reset Your Password - The Mambo Guild</title>")
+        );
+    }
+
+    #[test]
+    fn waitlist_welcome() {
+        let r = render(
+            "waitlist_welcome",
+            &json!({"username": "salsa_queen", "referral_link": "http://localhost:3000/waitlist?ref=AB12CD"}),
+        )
+        .unwrap();
+        assert_eq!(r.subject, "Welcome to The Mambo Guild");
+        for body in [&r.text, &r.html] {
+            assert!(body.contains("@salsa_queen"));
+            assert!(body.contains("http://localhost:3000/waitlist?ref=AB12CD"));
+        }
+    }
+
+    #[test]
+    fn submission_graded_optional_parts() {
+        let base = json!({
+            "first_name": "Ana", "lesson_title": "Boss <1>", "approved": true,
+            "xp_awarded": 500, "feedback_text": null, "feedback_video_url": null,
+            "courses_link": "http://localhost:3000/courses",
+        });
+        let r = render("submission_graded", &base).unwrap();
+        assert_eq!(r.subject, "Boss Battle passed: Boss <1> - The Mambo Guild");
+        assert!(r.text.contains("You earned 500 XP."));
+        assert!(!r.text.contains("feedback:"));
+        assert!(!r.text.contains("none"));
+        assert!(!r.text.contains("\n\n\n"), "{:?}", r.text);
+        assert!(r.html.contains("Boss &lt;1&gt;"));
+
+        let mut v = base.clone();
+        v["approved"] = json!(false);
+        v["xp_awarded"] = json!(0);
+        v["feedback_text"] = json!("Watch your timing on 2");
+        let r = render("submission_graded", &v).unwrap();
+        assert_eq!(
+            r.subject,
+            "Boss Battle feedback: Boss <1> - The Mambo Guild"
+        );
+        assert!(!r.text.contains("XP"));
+        assert!(
+            r.text
+                .contains("Instructor feedback:\nWatch your timing on 2")
+        );
+        assert!(r.html.contains("Watch your timing on 2"));
+    }
+
+    #[test]
+    fn broadcast_layout_keeps_trusted_html() {
+        let r = render(
+            "broadcast",
+            &json!({"subject": "Doors open", "content_html": "<p>Hi <b>Ana</b></p>", "content_text": "Hi Ana"}),
+        )
+        .unwrap();
+        assert_eq!(r.subject, "Doors open");
+        assert!(r.html.contains("<p>Hi <b>Ana</b></p>"));
+        assert!(r.text.starts_with("Hi Ana\n"));
+    }
+
+    #[test]
+    fn a_missing_variable_fails_and_is_named() {
+        let err = render("password_reset", &json!({"reset_link": "x"})).unwrap_err();
+        assert!(err.to_string().contains("expires_in"), "{err}");
+        let err = render("waitlist_welcome", &json!({})).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("referral_link") && msg.contains("username"),
+            "{msg}"
+        );
+        assert!(render("nope", &json!({})).is_err());
+        assert!(render("password_reset", &json!([1])).is_err());
+    }
+
+    #[test]
+    fn email_job_wraps_the_rendered_email() {
+        let job = email_job(
+            "waitlist_welcome",
+            "welcome:1",
+            "a@example.com",
+            &json!({"username": "u", "referral_link": "l"}),
+        )
+        .unwrap();
+        assert_eq!(job.template, "waitlist_welcome");
+        assert_eq!(job.to, vec!["a@example.com".to_string()]);
+        assert_eq!(job.subject, "Welcome to The Mambo Guild");
+    }
+}
