@@ -226,7 +226,8 @@ pub async fn spend(
 
 /// "Pro" for economy perks: an active or trialing subscription of tier
 /// advanced or performer.
-pub const PRO_SQL: &str = "(s.status IN ('active','trialing') AND s.tier IN ('advanced','performer'))";
+pub const PRO_SQL: &str =
+    "(s.status IN ('active','trialing') AND s.tier IN ('advanced','performer'))";
 
 pub async fn is_pro(conn: &mut PgConnection, user_id: Uuid) -> Result<bool> {
     let pro: Option<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -236,6 +237,84 @@ pub async fn is_pro(conn: &mut PgConnection, user_id: Uuid) -> Result<bool> {
     .fetch_optional(&mut *conn)
     .await?;
     Ok(pro.unwrap_or(false))
+}
+
+/// One ledger row as the wallet shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct WalletTransaction {
+    pub id: Uuid,
+    pub amount: i32,
+    pub reason: String,
+    pub reference_id: Option<Uuid>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// `GET /api/claves/wallet` (§3.7): balance, pro flag, the 20 newest ledger
+/// rows and the video slots of the §4.3 formula (D15).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Wallet {
+    pub current_claves: i64,
+    pub is_pro: bool,
+    pub recent_transactions: Vec<WalletTransaction>,
+    pub video_slots_used: i64,
+    pub video_slots_limit: i64,
+}
+
+/// Wallet transactions shown (§1.5).
+pub const WALLET_TRANSACTIONS: i64 = 20;
+
+pub async fn wallet(ctx: &crate::Context, user_id: Uuid) -> Result<Wallet> {
+    let amounts = Amounts::from_config(&ctx.config);
+    let mut conn = ctx.db.acquire().await?;
+    let balance: Option<i32> =
+        sqlx::query_scalar("SELECT current_claves FROM user_profiles WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let pro = is_pro(&mut conn, user_id).await?;
+    let recent_transactions: Vec<WalletTransaction> = sqlx::query_as(
+        "SELECT id, amount, reason::text, reference_id, created_at FROM clave_transactions
+         WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+    )
+    .bind(user_id)
+    .bind(WALLET_TRANSACTIONS)
+    .fetch_all(&mut *conn)
+    .await?;
+    let used = crate::community::slots_used(&mut conn, user_id).await?;
+    Ok(Wallet {
+        current_claves: balance.unwrap_or(0) as i64,
+        is_pro: pro,
+        recent_transactions,
+        video_slots_used: used,
+        video_slots_limit: amounts.slot_limit(pro),
+    })
+}
+
+/// `GET /api/claves/balance-check/{amount}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct BalanceCheck {
+    pub can_afford: bool,
+    pub current_balance: i64,
+    pub required_amount: i64,
+    pub shortfall: i64,
+}
+
+pub fn balance_check_for(balance: i64, amount: i64) -> BalanceCheck {
+    BalanceCheck {
+        can_afford: balance >= amount,
+        current_balance: balance,
+        required_amount: amount,
+        shortfall: amount.saturating_sub(balance).max(0),
+    }
+}
+
+pub async fn balance_check(db: &sqlx::PgPool, user_id: Uuid, amount: i64) -> Result<BalanceCheck> {
+    let balance: Option<i32> =
+        sqlx::query_scalar("SELECT current_claves FROM user_profiles WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(db)
+            .await?;
+    Ok(balance_check_for(balance.unwrap_or(0) as i64, amount))
 }
 
 /// Level from XP: `max(1, floor(sqrt(xp/100)))` (D21).
@@ -258,6 +337,16 @@ mod tests {
         assert_eq!(level_for_xp(400), 2);
         assert_eq!(level_for_xp(900), 3);
         assert_eq!(level_for_xp(10_000), 10);
+    }
+
+    #[test]
+    fn balance_check_shortfall() {
+        assert_eq!(balance_check_for(10, 4).shortfall, 0);
+        assert!(balance_check_for(10, 10).can_afford);
+        let c = balance_check_for(3, 15);
+        assert!(!c.can_afford);
+        assert_eq!(c.shortfall, 12);
+        assert_eq!(balance_check_for(3, -5).shortfall, 0);
     }
 
     #[test]

@@ -1,8 +1,130 @@
-//! Claves endpoints (API.md §3).
+//! Claves endpoints (API.md §3.7): the wallet, the daily claim, balance checks
+//! and video slots.
 
-use poem_openapi::OpenApi;
+use crate::auth::UserAuth;
+use crate::error::ApiResult;
+use crate::routes::community::SlotStatusOut;
+use crate::state::AppState;
+use crate::types::ts;
+use mambo_core::{community, economy, streaks};
+use poem::web::Data;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
 
 pub struct ClavesApi;
 
+#[derive(Object, Debug)]
+pub struct WalletTransactionOut {
+    id: String,
+    amount: i64,
+    reason: String,
+    reference_id: Option<String>,
+    created_at: String,
+}
+
+#[derive(Object, Debug)]
+pub struct WalletOut {
+    current_claves: i64,
+    is_pro: bool,
+    recent_transactions: Vec<WalletTransactionOut>,
+    video_slots_used: i64,
+    video_slots_limit: i64,
+}
+
+#[derive(Object, Debug)]
+pub struct DailyClaimOut {
+    success: bool,
+    amount: i64,
+    new_balance: i64,
+    streak_bonus: Option<i64>,
+    message: String,
+}
+
+#[derive(Object, Debug)]
+pub struct BalanceCheckOut {
+    can_afford: bool,
+    current_balance: i64,
+    required_amount: i64,
+    shortfall: i64,
+}
+
 #[OpenApi(tag = "crate::routes::Tag::Claves")]
-impl ClavesApi {}
+impl ClavesApi {
+    /// The caller's wallet: balance, 20 newest transactions, video slots
+    #[oai(path = "/api/claves/wallet", method = "get")]
+    async fn wallet(&self, state: Data<&AppState>, auth: UserAuth) -> ApiResult<Json<WalletOut>> {
+        let w = economy::wallet(&state.ctx, auth.user().id).await?;
+        Ok(Json(WalletOut {
+            current_claves: w.current_claves,
+            is_pro: w.is_pro,
+            recent_transactions: w
+                .recent_transactions
+                .into_iter()
+                .map(|t| WalletTransactionOut {
+                    id: t.id.to_string(),
+                    amount: t.amount as i64,
+                    reason: t.reason,
+                    reference_id: t.reference_id.map(|r| r.to_string()),
+                    created_at: ts(&t.created_at),
+                })
+                .collect(),
+            video_slots_used: w.video_slots_used,
+            video_slots_limit: w.video_slots_limit,
+        }))
+    }
+
+    /// Claim today's claves (always 200, also when already claimed)
+    #[oai(path = "/api/claves/daily-claim", method = "post")]
+    async fn daily_claim(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+    ) -> ApiResult<Json<DailyClaimOut>> {
+        let c = streaks::daily_claim(&state.ctx, auth.user().id).await?;
+        Ok(Json(DailyClaimOut {
+            success: c.success,
+            amount: c.amount,
+            new_balance: c.new_balance,
+            streak_bonus: c.streak_bonus,
+            message: c.message,
+        }))
+    }
+
+    /// Can the caller afford `amount` claves?
+    #[oai(path = "/api/claves/balance-check/:amount", method = "get")]
+    async fn balance_check(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+        amount: Path<String>,
+    ) -> ApiResult<Json<BalanceCheckOut>> {
+        let raw = amount.0;
+        let amount: i64 = raw.trim().parse().map_err(|_| {
+            mambo_core::Error::validation(
+                &["path", "amount"],
+                "Input should be a valid integer, unable to parse string as an integer",
+                "int_parsing",
+                serde_json::json!(raw),
+            )
+        })?;
+        let c = economy::balance_check(&state.ctx.db, auth.user().id, amount).await?;
+        Ok(Json(BalanceCheckOut {
+            can_afford: c.can_afford,
+            current_balance: c.current_balance,
+            required_amount: c.required_amount,
+            shortfall: c.shortfall,
+        }))
+    }
+
+    /// The caller's video slots (§4.3)
+    #[oai(path = "/api/claves/slot-status", method = "get")]
+    async fn slot_status(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+    ) -> ApiResult<Json<SlotStatusOut>> {
+        let s = community::slot_status(&state.ctx, auth.user().id).await?;
+        Ok(Json(s.into()))
+    }
+}
