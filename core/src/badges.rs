@@ -1,9 +1,9 @@
 //! Badges (API.md §3.11, §4.8): definitions, a user's earned badges, awarding.
 
-use crate::Result;
+use crate::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 /// One badge definition with the user's earned state (BadgeItem of §3.0).
@@ -53,4 +53,247 @@ pub async fn earned_for_user(db: &PgPool, user_id: Uuid) -> Result<Vec<BadgeItem
         .into_iter()
         .filter(|b| b.is_earned)
         .collect())
+}
+
+// ---------------------------------------------------------------------------
+// Stats and awarding (§4.8)
+// ---------------------------------------------------------------------------
+
+/// The requirement types that are computed from data and awarded automatically.
+/// `manual` badges (Founder, Beta Tester) are never auto-awarded.
+pub const AUTO_STATS: &[&str] = &[
+    "reactions_given",
+    "reactions_received",
+    "fires_received",
+    "claps_received",
+    "metronomes_received",
+    "solutions_accepted",
+    "videos_posted",
+    "questions_posted",
+    "comments_posted",
+    "daily_streak",
+    "lessons_completed",
+];
+
+/// The public stats of a user (GET /api/badges/stats/{user_id}), all computed
+/// from source data in one query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct UserStats {
+    pub reactions_given: i64,
+    pub reactions_received: i64,
+    pub fires_received: i64,
+    pub claps_received: i64,
+    pub metronomes_received: i64,
+    pub solutions_accepted: i64,
+    pub questions_posted: i64,
+    pub videos_posted: i64,
+    pub comments_posted: i64,
+    pub current_streak: i64,
+    pub lessons_completed: i64,
+}
+
+impl UserStats {
+    /// The value of one requirement type (None for `manual` or unknown types).
+    pub fn value(&self, stat: &str) -> Option<i64> {
+        Some(match stat {
+            "reactions_given" => self.reactions_given,
+            "reactions_received" => self.reactions_received,
+            "fires_received" => self.fires_received,
+            "claps_received" => self.claps_received,
+            "metronomes_received" => self.metronomes_received,
+            "solutions_accepted" => self.solutions_accepted,
+            "videos_posted" => self.videos_posted,
+            "questions_posted" => self.questions_posted,
+            "comments_posted" => self.comments_posted,
+            "daily_streak" | "current_streak" => self.current_streak,
+            "lessons_completed" => self.lessons_completed,
+            _ => return None,
+        })
+    }
+}
+
+/// Resolves a path id to `users.id`: first as a users.id, then as a
+/// user_profiles.id (D30). `None` when neither exists.
+pub async fn resolve_user_id(db: &PgPool, id: Uuid) -> Result<Option<Uuid>> {
+    let found: Option<Uuid> = sqlx::query_scalar(
+        "SELECT COALESCE((SELECT u.id FROM users u WHERE u.id = $1),
+                         (SELECT p.user_id FROM user_profiles p WHERE p.id = $1))",
+    )
+    .bind(id)
+    .fetch_one(db)
+    .await?;
+    Ok(found)
+}
+
+/// Every stat of §4.8 for `user_id`, or `None` when the user does not exist.
+pub async fn stats(conn: &mut PgConnection, user_id: Uuid) -> Result<Option<UserStats>> {
+    let stats = sqlx::query_as::<_, UserStats>(
+        "SELECT COALESCE(s.reactions_given_count, 0)::bigint AS reactions_given,
+                COALESCE(s.reactions_received_count, 0)::bigint AS reactions_received,
+                COALESCE(r.fires, 0)::bigint AS fires_received,
+                COALESCE(r.claps, 0)::bigint AS claps_received,
+                COALESCE(r.rulers, 0)::bigint AS metronomes_received,
+                COALESCE(s.solutions_accepted_count, 0)::bigint AS solutions_accepted,
+                (SELECT count(*) FROM posts p
+                  WHERE p.user_id = u.id AND p.post_type = 'lab') AS questions_posted,
+                (SELECT count(*) FROM posts p
+                  WHERE p.user_id = u.id AND p.post_type = 'stage'
+                    AND p.mux_asset_id IS NOT NULL) AS videos_posted,
+                (SELECT count(*) FROM post_replies pr WHERE pr.user_id = u.id) AS comments_posted,
+                COALESCE(up.streak_count, 0)::bigint AS current_streak,
+                (SELECT count(*) FROM user_progress x
+                  WHERE x.user_id = u.id AND x.is_completed) AS lessons_completed
+         FROM users u
+         LEFT JOIN user_stats s ON s.user_id = u.id
+         LEFT JOIN user_profiles up ON up.user_id = u.id
+         LEFT JOIN LATERAL (
+             SELECT count(*) FILTER (WHERE pr.reaction_type = 'fire') AS fires,
+                    count(*) FILTER (WHERE pr.reaction_type = 'clap') AS claps,
+                    count(*) FILTER (WHERE pr.reaction_type = 'ruler') AS rulers
+             FROM post_reactions pr JOIN posts p ON p.id = pr.post_id
+             WHERE p.user_id = u.id
+         ) r ON true
+         WHERE u.id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(stats)
+}
+
+/// The current value of one stat, computed from source data. `None` for
+/// `manual`, an unknown stat, or a user that does not exist.
+pub async fn stat_value(conn: &mut PgConnection, user_id: Uuid, stat: &str) -> Result<Option<i64>> {
+    let sql = match stat {
+        "reactions_given" => {
+            "SELECT COALESCE(s.reactions_given_count, 0)::bigint
+             FROM users u LEFT JOIN user_stats s ON s.user_id = u.id WHERE u.id = $1"
+        }
+        "reactions_received" => {
+            "SELECT COALESCE(s.reactions_received_count, 0)::bigint
+             FROM users u LEFT JOIN user_stats s ON s.user_id = u.id WHERE u.id = $1"
+        }
+        "solutions_accepted" => {
+            "SELECT COALESCE(s.solutions_accepted_count, 0)::bigint
+             FROM users u LEFT JOIN user_stats s ON s.user_id = u.id WHERE u.id = $1"
+        }
+        "fires_received" | "claps_received" | "metronomes_received" => {
+            "SELECT (SELECT count(*) FROM post_reactions pr JOIN posts p ON p.id = pr.post_id
+                     WHERE p.user_id = u.id AND pr.reaction_type = $2)
+             FROM users u WHERE u.id = $1"
+        }
+        "videos_posted" => {
+            "SELECT (SELECT count(*) FROM posts p WHERE p.user_id = u.id
+                     AND p.post_type = 'stage' AND p.mux_asset_id IS NOT NULL)
+             FROM users u WHERE u.id = $1"
+        }
+        "questions_posted" => {
+            "SELECT (SELECT count(*) FROM posts p WHERE p.user_id = u.id AND p.post_type = 'lab')
+             FROM users u WHERE u.id = $1"
+        }
+        "comments_posted" => {
+            "SELECT (SELECT count(*) FROM post_replies pr WHERE pr.user_id = u.id)
+             FROM users u WHERE u.id = $1"
+        }
+        "daily_streak" | "current_streak" => {
+            "SELECT streak_count::bigint FROM user_profiles WHERE user_id = $1"
+        }
+        "lessons_completed" => {
+            "SELECT (SELECT count(*) FROM user_progress x WHERE x.user_id = u.id AND x.is_completed)
+             FROM users u WHERE u.id = $1"
+        }
+        _ => return Ok(None),
+    };
+    let reaction_type = match stat {
+        "fires_received" => "fire",
+        "claps_received" => "clap",
+        _ => "ruler",
+    };
+    let mut q = sqlx::query_scalar::<_, i64>(sql).bind(user_id);
+    if stat.ends_with("_received") && stat != "reactions_received" {
+        q = q.bind(reaction_type);
+    }
+    Ok(q.fetch_optional(&mut *conn).await?)
+}
+
+/// One badge awarded by a check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Awarded {
+    pub badge_id: String,
+    pub badge_name: String,
+    pub requirement_type: String,
+    pub threshold: i32,
+}
+
+/// Awards every definition whose requirement type is in `values` with
+/// `threshold <= value` that the user does not own. The unique key
+/// (user_id, badge_id) with `ON CONFLICT DO NOTHING` makes concurrent checks
+/// award each badge once; only the rows this call inserted are returned.
+/// Manual badges are never awarded here.
+pub async fn award(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    values: &[(&str, i64)],
+    now: DateTime<Utc>,
+) -> Result<Vec<Awarded>> {
+    let (types, vals): (Vec<String>, Vec<i64>) = values
+        .iter()
+        .filter(|(t, _)| *t != "manual")
+        .map(|(t, v)| (t.to_string(), *v))
+        .unzip();
+    if types.is_empty() {
+        return Ok(vec![]);
+    }
+    let awarded = sqlx::query_as::<_, Awarded>(
+        "WITH v AS (
+             SELECT * FROM unnest($2::text[], $3::bigint[]) AS t(requirement_type, value)
+         ), ins AS (
+             INSERT INTO user_badges (user_id, badge_id, earned_at)
+             SELECT u.id, d.id, $4
+             FROM badge_definitions d
+             JOIN v ON v.requirement_type = d.requirement_type
+             JOIN users u ON u.id = $1
+             WHERE d.requirement_type <> 'manual' AND d.threshold <= v.value
+             ON CONFLICT (user_id, badge_id) DO NOTHING
+             RETURNING badge_id
+         )
+         SELECT d.id AS badge_id, d.name AS badge_name, d.requirement_type, d.threshold
+         FROM ins JOIN badge_definitions d ON d.id = ins.badge_id
+         ORDER BY d.requirement_type, d.threshold, d.id",
+    )
+    .bind(user_id)
+    .bind(&types)
+    .bind(&vals)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(awarded)
+}
+
+/// The badge check of one stat (the worker's `badge_check` job): computes the
+/// stat from source data and awards every tier reached. Idempotent; a
+/// `manual`, unknown or definition-less stat awards nothing.
+pub async fn check(ctx: &Context, user_id: Uuid, stat: &str) -> Result<Vec<Awarded>> {
+    if !AUTO_STATS.contains(&stat) {
+        return Ok(vec![]);
+    }
+    let mut conn = ctx.db.acquire().await?;
+    let Some(value) = stat_value(&mut conn, user_id, stat).await? else {
+        return Ok(vec![]);
+    };
+    award(&mut conn, user_id, &[(stat, value)], ctx.clock.now()).await
+}
+
+/// Recomputes every requirement type and awards every badge now reached
+/// (POST /api/badges/check).
+pub async fn check_all(ctx: &Context, user_id: Uuid) -> Result<Vec<Awarded>> {
+    let mut conn = ctx.db.acquire().await?;
+    let Some(s) = stats(&mut conn, user_id).await? else {
+        return Ok(vec![]);
+    };
+    let values: Vec<(&str, i64)> = AUTO_STATS
+        .iter()
+        .filter_map(|t| s.value(t).map(|v| (*t, v)))
+        .collect();
+    award(&mut conn, user_id, &values, ctx.clock.now()).await
 }
