@@ -7,6 +7,7 @@ pub mod middleware;
 pub mod routes;
 pub mod state;
 pub mod types;
+pub mod validation;
 
 use mambo_core::Context;
 use poem::listener::{Acceptor, Listener, TcpListener};

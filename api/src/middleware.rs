@@ -68,10 +68,24 @@ pub async fn edge<E: Endpoint>(
         too_large
     } else {
         use tracing::Instrument;
+        let raw = capture_json_body(&mut req).await;
+        let (m, p) = (method.as_str().to_string(), path.clone());
         async {
             match ep.call(req).await {
                 Ok(r) => r.into_response(),
-                Err(e) => crate::error::catch_all(e).await,
+                Err(e) => {
+                    if let (Some(pe), Some(raw)) = (
+                        e.downcast_ref::<poem_openapi::error::ParseRequestPayloadError>(),
+                        raw.as_ref(),
+                    ) {
+                        crate::error::json_error(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            crate::validation::explain(&m, &p, raw, &pe.reason),
+                        )
+                    } else {
+                        crate::error::catch_all(e).await
+                    }
+                }
             }
         }
         .instrument(span.clone())
@@ -163,4 +177,40 @@ async fn enforce_body_limit(req: &mut Request, max: usize) -> Option<Response> {
         }
     }
     None
+}
+
+/// Keeps a copy of a JSON body so a refused one can be explained field by
+/// field. A body sent without a content type that looks like JSON is treated
+/// as JSON, as FastAPI does.
+async fn capture_json_body(req: &mut Request) -> Option<Vec<u8>> {
+    if !matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
+        return None;
+    }
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let is_json = ct.as_deref().is_some_and(|c| c.contains("json"));
+    if ct.is_some() && !is_json {
+        return None;
+    }
+    let bytes = req.take_body().into_vec().await.ok()?;
+    if ct.is_none() {
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if matches!(first, Some(b'{') | Some(b'[')) {
+            req.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        } else {
+            req.set_body(bytes);
+            return None;
+        }
+    }
+    req.set_body(bytes.clone());
+    Some(bytes)
 }

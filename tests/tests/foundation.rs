@@ -181,6 +181,86 @@ async fn malformed_json_is_422_and_oversized_body_is_413() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_bodies_are_explained_field_by_field() {
+    let app = TestApp::spawn_api_only().await;
+    let (s, b) = json(
+        app.post("/api/auth/register")
+            .json(&json!({"email": "a@example.com", "password": 5}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 422, "{b}");
+    let errors = b["detail"].as_array().unwrap();
+    let missing: Vec<&str> = errors
+        .iter()
+        .filter(|e| e["type"] == "missing")
+        .map(|e| e["loc"][1].as_str().unwrap())
+        .collect();
+    assert!(missing.contains(&"username"), "{b}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["loc"] == json!(["body", "password"]) && e["type"] == "string_type"),
+        "{b}"
+    );
+    for e in errors {
+        assert!(e["msg"].is_string() && e["loc"][0] == "body", "{b}");
+    }
+
+    // A JSON array where an object is expected.
+    let (s, b) = json(
+        app.post("/api/auth/register")
+            .json(&json!([1, 2]))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 422);
+    assert_eq!(b["detail"][0]["loc"], json!(["body"]));
+
+    // A query parameter of the wrong type is a 422 naming the parameter.
+    let admin = app.admin().await;
+    let (s, b) = json(
+        app.get("/api/admin/students?limit=abc")
+            .header("authorization", admin.bearer())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 422, "{b}");
+    assert_eq!(b["detail"][0]["loc"], json!(["query", "limit"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_uuid_in_a_path_is_the_endpoints_404() {
+    let app = TestApp::spawn_api_only().await;
+    let user = app.student().await;
+    let (s, b) = json(
+        app.get("/api/courses/lessons/not-a-uuid")
+            .header("authorization", user.bearer())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 404);
+    assert_eq!(b, json!({"detail": "Lesson not found"}));
+    let (s, b) = json(
+        app.get("/api/community/posts/123")
+            .header("authorization", user.bearer())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 404, "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_apply_to_an_empty_database_and_seed_twice_is_a_no_op() {
     // A database with nothing in it, migrated from scratch (not from the template).
     let db = TestDb::new().await;
