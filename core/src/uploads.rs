@@ -169,10 +169,10 @@ pub async fn presign_with(
     if let Some(size) = req.file_size {
         op = op.content_length(size);
     }
-    let presigned = op
-        .presigned(presigning)
-        .await
-        .map_err(|e| Error::internal(format!("signing the upload URL failed: {e}")))?;
+    let presigned = op.presigned(presigning).await.map_err(|e| {
+        tracing::error!(error = %e, "signing an R2 upload URL failed");
+        Error::http(500, "Failed to generate upload URL. Please try again.")
+    })?;
     let headers = presigned
         .headers()
         .map(|(k, v)| (k.to_string(), v.to_string()))
