@@ -2033,3 +2033,61 @@ async fn lists_cost_a_fixed_number_of_queries() {
     eprintln!("statement counts (10 lessons, 200 lessons): {counts:?}");
     db.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lesson_edits_do_not_overwrite_each_other() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin().await;
+    let other_admin = app.admin().await;
+    let (w, _, lesson) = simple_world(&app, true).await;
+    let path = format!("/api/admin/lessons/{lesson}");
+    let mut hs = vec![];
+    for i in 0..16 {
+        let client = app.client.clone();
+        let url = app.url(&path);
+        let bearer = if i % 2 == 0 {
+            admin.bearer()
+        } else {
+            other_admin.bearer()
+        };
+        // One admin reorders, the other edits the text: each touches only its fields.
+        let body = if i % 2 == 0 {
+            json!({"order_index": i, "week_number": 3})
+        } else {
+            json!({"title": format!("Title {i}"), "description": "edited"})
+        };
+        let method = if i % 4 < 2 {
+            Method::PUT
+        } else {
+            Method::PATCH
+        };
+        hs.push(tokio::spawn(async move {
+            client
+                .request(method, url)
+                .header("Authorization", bearer)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for h in hs {
+        assert_eq!(h.await.unwrap(), StatusCode::OK);
+    }
+    let (_, got) = get(&app, &path, Some(&admin)).await;
+    assert_eq!(got["week_number"], json!(3));
+    assert_eq!(got["description"], json!("edited"));
+    assert_eq!(got["day_number"], json!(1), "untouched fields survive");
+    assert!(got["title"].as_str().unwrap().starts_with("Title "));
+    assert_eq!(got["order_index"].as_i64().unwrap() % 2, 0);
+    // The world's order is still well defined.
+    let (s, list) = get(
+        &app,
+        &format!("/api/courses/worlds/{w}/lessons"),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(ids(&list), vec![lesson]);
+}
