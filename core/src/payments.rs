@@ -728,12 +728,21 @@ fn subscription_from_invoice(invoice: &Value, sub_id: &str) -> Value {
     })
 }
 
+/// The live subscription; `None` when Stripe is not configured or refuses
+/// (the caller then uses the event's own data). An outage is a 500 so that
+/// Stripe delivers the event again later.
 async fn fetch_subscription(ctx: &Context, sub_id: &str) -> Result<Option<Value>> {
     let Ok(stripe) = stripe(ctx) else {
         return Ok(None);
     };
     match stripe.retrieve_subscription(sub_id).await {
         Ok(v) => Ok(Some(v)),
+        // Stripe refuses (e.g. the subscription is gone): retrying will not
+        // help, so the event's own data is used instead.
+        Err(e @ StripeError::Refused { .. }) => {
+            tracing::warn!(error = ?e, %sub_id, "Stripe refused to return the subscription");
+            Ok(None)
+        }
         Err(e) => {
             tracing::error!(error = ?e, %sub_id, "Stripe API error retrieving subscription");
             // 500 so that Stripe retries the delivery later.

@@ -850,3 +850,49 @@ async fn update_and_cancel_subscription() {
         )
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stripe_outage_makes_stripe_retry_and_a_gone_subscription_uses_the_invoice() {
+    let (app, stripe) = stripe_app().await;
+    let user = app.student().await;
+    link(&app, user.id, "incomplete", "rookie", "cus_out", None).await;
+    Mock::given(method("GET"))
+        .and(path("/v1/subscriptions/sub_out"))
+        .respond_with(ResponseTemplate::new(503).set_body_string("down"))
+        .up_to_n_times(1)
+        .mount(&stripe)
+        .await;
+    let ev = event(
+        "evt_outage",
+        "invoice.payment_succeeded",
+        app.ctx.clock.now().timestamp(),
+        json!({"id": "in_out", "customer": "cus_out", "subscription": "sub_out", "amount_paid": 2900,
+               "lines": {"data": [{"price": {"id": ADV}, "period": {"end": 1_910_000_000}}]}}),
+    );
+    let (s, b) = deliver(&app, &ev).await;
+    assert_eq!(
+        (s, b),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"detail": "Stripe API error"})
+        )
+    );
+    assert_eq!(row(&app, user.id).await.status, "incomplete");
+    assert!(bonus_rows(&app, user.id).await.is_empty());
+
+    // Stripe retries; the subscription is now unknown to Stripe (404): the
+    // invoice's own line decides.
+    Mock::given(method("GET"))
+        .and(path("/v1/subscriptions/sub_out"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({
+            "error": {"code": "resource_missing", "message": "No such subscription: 'sub_out'"}
+        })))
+        .mount(&stripe)
+        .await;
+    let (s, _) = deliver(&app, &ev).await;
+    assert_eq!(s, 200);
+    let r = row(&app, user.id).await;
+    assert_eq!((r.status.as_str(), r.tier.as_str()), ("active", "advanced"));
+    assert_eq!(r.current_period_end.unwrap().timestamp(), 1_910_000_000);
+    assert_eq!(bonus_rows(&app, user.id).await, vec![(10, None)]);
+}
