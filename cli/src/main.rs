@@ -2,8 +2,11 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use mambo_core::broadcast::{self, Audience, BroadcastRequest};
 use mambo_core::{Config, Context};
 use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(name = "mambo", version, about = "The Mambo Guild backend")]
@@ -47,12 +50,95 @@ enum Command {
         #[arg(long, default_value = "performer")]
         tier: String,
     },
+    /// Email a template to an audience through the worker (resumable, nobody twice)
+    #[command(long_about = BROADCAST_HELP)]
+    Broadcast {
+        /// Template file with {% block subject %}, {% block html %} and {% block text %}
+        #[arg(long, value_name = "FILE")]
+        template: PathBuf,
+        /// Who gets it: waitlist, all or students
+        #[arg(long, value_parser = parse_audience)]
+        audience: Audience,
+        /// An extra template variable (repeatable)
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// Check the template against every recipient and show the first email; send nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Queue the batches and exit without waiting for the worker to send them
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
-fn init_tracing() {
+const BROADCAST_HELP: &str = "Email a template to an audience through the worker.
+
+The template is checked against every recipient first: a variable it uses that \
+no recipient has fails the command before anything is recorded or sent. Then one \
+job per batch of at most 100 recipients is queued (Resend's batch endpoint) and a \
+progress bar follows the worker until every recipient is sent, failed or skipped.
+
+Running the same command again (same template, audience and --var values) resumes \
+the same broadcast: recipients already sent are never sent again, users who joined \
+the audience since are added, and batches still pending are queued again. Users \
+with email_unsubscribed are left out.
+
+Variables: email, first_name, last_name, username, referral_code, referral_link, \
+frontend_url, plus every --var NAME=VALUE. Missing values are null (print as nothing).
+
+Example: mambo broadcast --template core/templates/broadcasts/waitlist_launch.html --audience waitlist --dry-run";
+
+fn parse_audience(s: &str) -> Result<Audience, String> {
+    s.parse()
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))?;
+    let name = name.trim();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "bad variable name {name:?} (letters, digits and _ only)"
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// Logs to stderr: human-readable, or one JSON object per line when
+/// `LOG_FORMAT=json` (with the request and job span fields: request id, user
+/// id, queue, ...). `RUST_LOG` filters (default `info,sqlx=warn`).
+fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let json = std::env::var("LOG_FORMAT")
+        .map(|v| v.trim().eq_ignore_ascii_case("json"))
+        .unwrap_or(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        let _ = builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+/// `WORKER_METRICS_PORT`, when set: where the worker serves `/metrics`.
+fn worker_metrics_port() -> anyhow::Result<Option<u16>> {
+    match std::env::var("WORKER_METRICS_PORT") {
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse::<u16>().map(Some).map_err(|_| {
+                anyhow::anyhow!("WORKER_METRICS_PORT must be a port number, got {v:?}")
+            })
+        }
+        _ => Ok(None),
+    }
 }
 
 async fn shutdown_signal() {
@@ -61,8 +147,7 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         {
             s.recv().await;
         }
@@ -82,7 +167,11 @@ async fn connect(config: &Config) -> anyhow::Result<sqlx::PgPool> {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    init_tracing();
+    // The broadcast command draws a progress bar: keep its logs to warnings.
+    init_tracing(match cli.command {
+        Command::Broadcast { .. } => "warn",
+        _ => "info,sqlx=warn",
+    });
     if let Err(e) = run(cli).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -107,9 +196,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Worker => {
+            let metrics_port = worker_metrics_port()?;
             let pool = connect(&config).await?;
             let ctx = Context::new(pool, config)?;
+            if let Some(port) = metrics_port {
+                tokio::spawn(async move {
+                    if let Err(e) = mambo_worker::serve_metrics(port, std::future::pending()).await
+                    {
+                        tracing::error!(error = %e, port, "cannot serve worker metrics");
+                    }
+                });
+            }
             mambo_worker::run(ctx, shutdown_signal()).await
+        }
+        Command::Broadcast {
+            template,
+            audience,
+            vars,
+            dry_run,
+            no_wait,
+        } => {
+            let source = std::fs::read_to_string(&template)
+                .with_context(|| format!("cannot read the template {}", template.display()))?;
+            let name = template
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "broadcast".into());
+            let req = BroadcastRequest {
+                name,
+                source,
+                audience,
+                vars: vars
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::Value::String(v)))
+                    .collect(),
+            };
+            let pool = connect(&config).await?;
+            let ctx = Context::new(pool, config)?;
+            broadcast_command(&ctx, &req, dry_run, no_wait).await
         }
         Command::Migrate => {
             let pool = connect(&config).await?;
@@ -138,7 +262,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let pool = connect(&config).await?;
             let id = mambo_core::users::ensure_account(
-                &pool, &email, &password, "admin", &first_name, &last_name, None,
+                &pool,
+                &email,
+                &password,
+                "admin",
+                &first_name,
+                &last_name,
+                None,
             )
             .await?;
             println!("admin {email} ready (id {id})");
@@ -169,6 +299,135 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+async fn broadcast_command(
+    ctx: &Context,
+    req: &BroadcastRequest,
+    dry_run: bool,
+    no_wait: bool,
+) -> anyhow::Result<()> {
+    let plan = broadcast::prepare(ctx, req, dry_run)
+        .await
+        .map_err(|e| anyhow::anyhow!(one_line(&e)))?;
+    println!(
+        "audience {}: {} users, {} unsubscribed (left out)",
+        req.audience, plan.audience_size, plan.unsubscribed
+    );
+    if dry_run {
+        if plan.resumed {
+            let c = plan.counts;
+            println!(
+                "already prepared: {} sent, {} failed, {} skipped, {} pending",
+                c.sent, c.failed, c.skipped, c.pending
+            );
+        }
+        println!(
+            "dry run: {} new recipient(s); {} batch(es) would be queued; nothing was recorded or sent",
+            plan.new_recipients, plan.batches_queued
+        );
+        match &plan.sample {
+            Some((to, email)) => {
+                println!("\n--- first email, to {to} ---");
+                println!("Subject: {}\n\n{}", email.subject, email.text.trim_end());
+                println!("--- end ---");
+            }
+            None => println!("nobody to send to"),
+        }
+        return Ok(());
+    }
+    let Some(id) = plan.broadcast_id else {
+        anyhow::bail!("the broadcast was not recorded");
+    };
+    println!(
+        "broadcast {id}{}: {} new recipient(s), {} batch(es) queued",
+        if plan.resumed { " (resumed)" } else { "" },
+        plan.new_recipients,
+        plan.batches_queued
+    );
+    if no_wait {
+        println!(
+            "queued; the worker sends the batches. Run the same command again to follow or resume."
+        );
+        return Ok(());
+    }
+    let counts = follow_broadcast(ctx, id).await?;
+    println!(
+        "summary: {} sent, {} failed, {} skipped, {} pending (of {} recipients; {} unsubscribed left out)",
+        counts.sent,
+        counts.failed,
+        counts.skipped,
+        counts.pending,
+        counts.total(),
+        plan.unsubscribed
+    );
+    if counts.failed > 0 {
+        for (reason, n) in broadcast::failure_reasons(ctx, id).await? {
+            println!("  failed ({n}): {reason}");
+        }
+    }
+    if counts.pending > 0 {
+        println!(
+            "some recipients are still pending: the worker goes on; run the same command again to follow or resume"
+        );
+    }
+    Ok(())
+}
+
+/// Draws a progress bar from the recipients' statuses until none is pending
+/// (or Ctrl-C: the worker goes on without us).
+async fn follow_broadcast(ctx: &Context, id: uuid::Uuid) -> anyhow::Result<broadcast::Counts> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    let mut counts = broadcast::counts(ctx, id).await?;
+    let bar = ProgressBar::new(counts.total());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut last_done = counts.done();
+    let mut last_change = Instant::now();
+    loop {
+        bar.set_length(counts.total());
+        bar.set_position(counts.done());
+        let mut msg = format!(
+            "sent {} · failed {} · skipped {}",
+            counts.sent, counts.failed, counts.skipped
+        );
+        if counts.pending == 0 {
+            bar.set_message(msg);
+            bar.finish();
+            return Ok(counts);
+        }
+        if counts.done() != last_done {
+            last_done = counts.done();
+            last_change = Instant::now();
+        } else if last_change.elapsed() > Duration::from_secs(60) {
+            msg.push_str(" · no progress for a minute: is `mambo worker` running?");
+        }
+        bar.set_message(msg);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = &mut ctrl_c => {
+                bar.abandon_with_message("stopped following; the worker goes on");
+                return Ok(counts);
+            }
+        }
+        counts = broadcast::counts(ctx, id).await?;
+    }
+}
+
+/// The error's message on one line (a template error can span several).
+fn one_line(e: &mambo_core::Error) -> String {
+    let msg = match e {
+        mambo_core::Error::Http { detail, .. } => detail
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| detail.to_string()),
+        other => other.to_string(),
+    };
+    msg.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn prompt_password() -> anyhow::Result<String> {
     eprint!("password: ");
     std::io::stderr().flush()?;
@@ -182,7 +441,10 @@ fn prompt_password() -> anyhow::Result<String> {
 const DEV_DATABASE_URL: &str = "postgresql://postgres@localhost:5432/mambo_dev";
 
 async fn dev(mut config: Config) -> anyhow::Result<()> {
-    if std::env::var("DATABASE_URL").map(|v| v.trim().is_empty()).unwrap_or(true) {
+    if std::env::var("DATABASE_URL")
+        .map(|v| v.trim().is_empty())
+        .unwrap_or(true)
+    {
         config.database_url = mambo_core::config::Secret::new(DEV_DATABASE_URL);
     }
     let url = config.database_url.expose().to_string();

@@ -139,9 +139,9 @@ impl BroadcastTemplate {
         let mut env = email_templates::environment();
         // The same source twice: HTML escaping for the html block, none for the rest.
         env.add_template_owned(HTML_NAME, source.to_string())
-            .map_err(|e| bad(format!("{e:#}")))?;
+            .map_err(|e| bad(format!("{e}")))?;
         env.add_template_owned(TEXT_NAME, source.to_string())
-            .map_err(|e| bad(format!("{e:#}")))?;
+            .map_err(|e| bad(format!("{e}")))?;
         let tpl = Self {
             env,
             source: source.to_string(),
@@ -150,7 +150,7 @@ impl BroadcastTemplate {
         let used = tpl
             .env
             .get_template(TEXT_NAME)
-            .map_err(|e| bad(format!("{e:#}")))?
+            .map_err(|e| bad(format!("{e}")))?
             .undeclared_variables(false);
         let mut missing: BTreeSet<String> = used
             .into_iter()
@@ -189,17 +189,17 @@ impl BroadcastTemplate {
             let tpl = self
                 .env
                 .get_template(name)
-                .map_err(|e| bad(format!("{e:#}")))?;
+                .map_err(|e| bad(format!("{e}")))?;
             let mut captured = tpl
                 .render_captured(minijinja::Value::from(minijinja::value::Serde(vars)))
-                .map_err(|e| bad(format!("{e:#}")))?;
+                .map_err(|e| bad(format!("{e}")))?;
             captured
                 .with_state_mut(|state| state.render_block(block))
                 .map_err(|e| {
                     if e.kind() == minijinja::ErrorKind::UnknownBlock {
                         bad(format!("the template has no `{{% block {block} %}}`"))
                     } else {
-                        bad(format!("{e:#}"))
+                        bad(format!("{e}"))
                     }
                 })
         };

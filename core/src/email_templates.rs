@@ -162,7 +162,7 @@ pub fn render(template: &str, vars: &Value) -> Result<Rendered> {
     }
 
     let ctx = JinjaValue::from(Serde(vars));
-    let full_text = text_tpl.render(&ctx).map_err(|e| fail(format!("{e:#}")))?;
+    let full_text = text_tpl.render(&ctx).map_err(|e| fail(format!("{e}")))?;
     let (subject, text) = split_subject(&full_text).ok_or_else(|| {
         fail(format!(
             "{text_name} must start with a `Subject:` line followed by a blank line"
@@ -176,7 +176,7 @@ pub fn render(template: &str, vars: &Value) -> Result<Rendered> {
     with_subject.insert("subject".into(), Value::String(subject.clone()));
     let html = html_tpl
         .render(JinjaValue::from(Serde(&with_subject)))
-        .map_err(|e| fail(format!("{e:#}")))?;
+        .map_err(|e| fail(format!("{e}")))?;
 
     Ok(Rendered {
         subject,

@@ -377,7 +377,10 @@ pub async fn handle_streak_bonus(ctx: &Context, job: &StreakBonusJob) -> Result<
     let amounts = Amounts::from_config(&ctx.config);
     let every = amounts.streak_milestone_every;
     if job.streak <= 0 || every <= 0 || (job.streak as i64) % every != 0 {
-        tracing::warn!(?job, "streak bonus job for a streak that is not a milestone; ignored");
+        tracing::warn!(
+            ?job,
+            "streak bonus job for a streak that is not a milestone; ignored"
+        );
         return Ok(());
     }
     let mut tx = ctx.db.begin().await?;
@@ -413,7 +416,9 @@ pub async fn handle_streak_bonus(ctx: &Context, job: &StreakBonusJob) -> Result<
 /// job is idempotent). `Reconcile`: attach uploads that never got a webhook.
 pub async fn handle_mux_sync(ctx: &Context, job: &MuxSyncJob) -> Result<()> {
     match &job.action {
-        MuxSyncAction::DeleteAsset { asset_id } => crate::mux::sync_delete_asset(ctx, asset_id).await,
+        MuxSyncAction::DeleteAsset { asset_id } => {
+            crate::mux::sync_delete_asset(ctx, asset_id).await
+        }
         MuxSyncAction::Reconcile => {
             let attached = crate::mux::reconcile(ctx).await?;
             tracing::info!(attached, "mux reconcile done");
@@ -422,10 +427,10 @@ pub async fn handle_mux_sync(ctx: &Context, job: &MuxSyncJob) -> Result<()> {
     }
 }
 
-pub async fn handle_broadcast(_ctx: &Context, job: &BroadcastJob) -> Result<()> {
-    // filled in by the badges/streaks/media issues
-    tracing::info!(?job, "broadcast batch");
-    Ok(())
+/// Sends one batch of a broadcast (see [`crate::broadcast`]). An error means a
+/// retry can help; final failures are recorded per recipient and return `Ok`.
+pub async fn handle_broadcast(ctx: &Context, job: &BroadcastJob) -> Result<()> {
+    crate::broadcast::send_batch(ctx, job).await.map(|_| ())
 }
 
 #[cfg(test)]

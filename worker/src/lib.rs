@@ -19,11 +19,13 @@ use mambo_core::email;
 use mambo_core::jobs::{
     self, BadgeCheckJob, BroadcastJob, EmailJob, Job, MuxSyncJob, StreakBonusJob,
 };
+use mambo_core::metrics::{self, JobOutcome};
 use std::future::Future;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 /// How often an idle worker looks for due and retried tasks (apalis' default is 30 s).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -85,7 +87,9 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
+    metrics::install();
     tasks.spawn(jobs::run_relay(ctx.clone(), stopped(stop_rx.clone())));
+    tasks.spawn(sample_queue_depths(ctx.clone(), stop_rx.clone()));
 
     spawn_queue::<EmailJob, _, _>(&mut tasks, &ctx, &stop_rx, EMAIL, email_task);
     spawn_queue::<BroadcastJob, _, _>(&mut tasks, &ctx, &stop_rx, BROADCAST, broadcast_task);
@@ -333,34 +337,177 @@ fn task_error(e: mambo_core::Error) -> BoxDynError {
     }
 }
 
-async fn email_task(job: EmailJob, ctx: Data<Context>) -> Result<(), BoxDynError> {
-    match email::send(&ctx, &job).await {
-        Ok(_) => Ok(()),
-        Err(e) if email::is_retryable(&e) => Err(Box::new(e)),
-        Err(e) => Err(Box::new(AbortError::new(e))),
+/// Runs one job inside a `job` span and records its outcome and duration.
+async fn observe(
+    queue: &'static str,
+    span: tracing::Span,
+    run: impl Future<Output = Result<(), BoxDynError>>,
+) -> Result<(), BoxDynError> {
+    let started = Instant::now();
+    let res = run.instrument(span.clone()).await;
+    let outcome = match &res {
+        Ok(()) => JobOutcome::Succeeded,
+        Err(e) if e.downcast_ref::<AbortError>().is_some() => JobOutcome::Failed,
+        Err(_) => JobOutcome::Retried,
+    };
+    metrics::record_job(queue, outcome, started.elapsed());
+    let _enter = span.enter();
+    match (&res, outcome) {
+        (Ok(()), _) => tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "job done"
+        ),
+        (Err(e), JobOutcome::Failed) => tracing::warn!(error = %e, "job failed for good"),
+        (Err(e), _) => tracing::info!(error = %e, "job failed; it will be retried"),
     }
+    res
+}
+
+async fn email_task(job: EmailJob, ctx: Data<Context>) -> Result<(), BoxDynError> {
+    let span = tracing::info_span!("job", queue = EmailJob::QUEUE, template = job.template);
+    observe(EmailJob::QUEUE, span, async {
+        match email::send(&ctx, &job).await {
+            Ok(_) => Ok(()),
+            Err(e) if email::is_retryable(&e) => Err(Box::new(e) as BoxDynError),
+            Err(e) => Err(Box::new(AbortError::new(e)) as BoxDynError),
+        }
+    })
+    .await
 }
 
 async fn broadcast_task(job: BroadcastJob, ctx: Data<Context>) -> Result<(), BoxDynError> {
-    jobs::handle_broadcast(&ctx, &job).await.map_err(task_error)
+    let span = tracing::info_span!(
+        "job",
+        queue = BroadcastJob::QUEUE,
+        broadcast_id = %job.broadcast_id,
+        batch = job.batch
+    );
+    observe(BroadcastJob::QUEUE, span, async {
+        jobs::handle_broadcast(&ctx, &job).await.map_err(task_error)
+    })
+    .await
 }
 
 async fn mux_sync_task(job: MuxSyncJob, ctx: Data<Context>) -> Result<(), BoxDynError> {
-    jobs::handle_mux_sync(&ctx, &job).await.map_err(task_error)
+    let span = tracing::info_span!("job", queue = MuxSyncJob::QUEUE);
+    observe(MuxSyncJob::QUEUE, span, async {
+        jobs::handle_mux_sync(&ctx, &job).await.map_err(task_error)
+    })
+    .await
 }
 
 async fn badge_check_task(job: BadgeCheckJob, ctx: Data<Context>) -> Result<(), BoxDynError> {
-    jobs::handle_badge_check(&ctx, &job)
-        .await
-        .map_err(task_error)
+    let span = tracing::info_span!(
+        "job",
+        queue = BadgeCheckJob::QUEUE,
+        user_id = %job.user_id,
+        stat = job.stat
+    );
+    observe(BadgeCheckJob::QUEUE, span, async {
+        jobs::handle_badge_check(&ctx, &job)
+            .await
+            .map_err(task_error)
+    })
+    .await
 }
 
 async fn streak_bonus_task(job: StreakBonusJob, ctx: Data<Context>) -> Result<(), BoxDynError> {
-    jobs::handle_streak_bonus(&ctx, &job)
-        .await
-        .map_err(task_error)
+    let span = tracing::info_span!("job", queue = StreakBonusJob::QUEUE, user_id = %job.user_id);
+    observe(StreakBonusJob::QUEUE, span, async {
+        jobs::handle_streak_bonus(&ctx, &job)
+            .await
+            .map_err(task_error)
+    })
+    .await
 }
 
 async fn daily_maintenance_task(_tick: Tick, ctx: Data<Context>) -> Result<(), BoxDynError> {
-    jobs::daily_maintenance(&ctx).await.map_err(task_error)
+    let span = tracing::info_span!("job", queue = "daily_maintenance");
+    observe("daily_maintenance", span, async {
+        jobs::daily_maintenance(&ctx).await.map_err(task_error)
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// Metrics
+// ---------------------------------------------------------------------------
+
+/// How often the queue depth gauges are refreshed.
+const DEPTH_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Refreshes the queue depth gauges until the stop flag is set: jobs waiting in
+/// Redis (`{queue}:active` plus scheduled retries) and in the outbox.
+async fn sample_queue_depths(ctx: Context, stop: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = record_queue_depths(&ctx).await {
+            tracing::debug!(error = %e, "sampling queue depths failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(DEPTH_SAMPLE_INTERVAL) => {}
+            _ = stopped(stop.clone()) => return,
+        }
+    }
+}
+
+/// Sets `worker_queue_depth` and `job_outbox_pending` for every queue.
+pub async fn record_queue_depths(ctx: &Context) -> anyhow::Result<()> {
+    let outbox: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT queue, count(*) FROM job_outbox WHERE relayed_at IS NULL GROUP BY queue",
+    )
+    .fetch_all(&ctx.db)
+    .await?;
+    let mut pipe = redis::pipe();
+    for queue in jobs::QUEUES {
+        let config = jobs::redis_config(ctx, queue);
+        pipe.llen(config.active_jobs_list())
+            .zcard(config.scheduled_jobs_set());
+    }
+    let mut conn = ctx.redis.conn();
+    let lens: Vec<i64> = tokio::time::timeout(Duration::from_secs(5), pipe.query_async(&mut conn))
+        .await
+        .map_err(|_| anyhow::anyhow!("Redis did not answer"))??;
+    for (i, queue) in jobs::QUEUES.iter().enumerate() {
+        let depth =
+            lens.get(2 * i).copied().unwrap_or(0) + lens.get(2 * i + 1).copied().unwrap_or(0);
+        ::metrics::gauge!(metrics::QUEUE_DEPTH, "queue" => *queue).set(depth as f64);
+        let waiting = outbox
+            .iter()
+            .find(|(q, _)| q == queue)
+            .map(|(_, n)| *n)
+            .unwrap_or(0);
+        ::metrics::gauge!(metrics::OUTBOX_PENDING, "queue" => *queue).set(waiting as f64);
+    }
+    metrics::record_pool(&ctx.db);
+    Ok(())
+}
+
+/// Serves `GET /metrics` (Prometheus text) and `GET /health` on `0.0.0.0:port`
+/// until `shutdown` (the worker's `WORKER_METRICS_PORT`).
+pub async fn serve_metrics(
+    port: u16,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use poem::listener::TcpListener;
+    use poem::{Route, get, handler};
+
+    #[handler]
+    fn metrics_endpoint() -> poem::Response {
+        poem::Response::builder()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(metrics::render())
+    }
+    #[handler]
+    fn health() -> &'static str {
+        "ok"
+    }
+
+    metrics::install();
+    let app = Route::new()
+        .at("/metrics", get(metrics_endpoint))
+        .at("/health", get(health));
+    tracing::info!(port, "worker metrics on /metrics");
+    poem::Server::new(TcpListener::bind(("0.0.0.0", port)))
+        .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(2)))
+        .await
 }
