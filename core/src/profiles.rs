@@ -1,1 +1,425 @@
-//! profiles (filled in by its issue).
+//! The Profile shape of API.md §3.0, used by `/api/auth/me`, `/api/users/me`
+//! and `/api/users/public/{username}`. Built in two queries whatever the user
+//! has: one for the profile (with role, tier and stats), one for the badges.
+
+use crate::badges::{self, BadgeItem};
+use crate::{Error, Result};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Stats {
+    pub reactions_given: i64,
+    pub reactions_received: i64,
+    pub solutions_accepted: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    /// users.id (D30).
+    pub id: Uuid,
+    pub first_name: String,
+    pub last_name: String,
+    pub username: Option<String>,
+    pub xp: i64,
+    pub level: i64,
+    pub streak_count: i64,
+    /// `subscription.tier`, or `rookie` without a subscription row.
+    pub tier: String,
+    pub role: String,
+    pub avatar_url: Option<String>,
+    pub current_level_tag: Option<String>,
+    pub reputation: i64,
+    pub current_claves: i64,
+    /// The badges the user has earned, in display order.
+    pub badges: Vec<BadgeItem>,
+    pub stats: Stats,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    user_id: Uuid,
+    first_name: String,
+    last_name: String,
+    username: Option<String>,
+    xp: i32,
+    level: i32,
+    streak_count: i32,
+    tier: String,
+    role: String,
+    avatar_url: Option<String>,
+    current_level_tag: Option<String>,
+    reputation: i32,
+    current_claves: i32,
+    reactions_given: i32,
+    reactions_received: i32,
+    solutions_accepted: i32,
+}
+
+const SELECT: &str = "SELECT u.id AS user_id, p.first_name, p.last_name, p.username, p.xp, p.level,
+        p.streak_count, COALESCE(s.tier, 'rookie') AS tier, u.role, p.avatar_url,
+        p.current_level_tag, p.reputation, p.current_claves,
+        COALESCE(st.reactions_given_count, 0) AS reactions_given,
+        COALESCE(st.reactions_received_count, 0) AS reactions_received,
+        COALESCE(st.solutions_accepted_count, 0) AS solutions_accepted
+     FROM user_profiles p
+     JOIN users u ON u.id = p.user_id
+     LEFT JOIN subscriptions s ON s.user_id = p.user_id
+     LEFT JOIN user_stats st ON st.user_id = p.user_id";
+
+async fn build(db: &PgPool, row: Option<Row>) -> Result<Option<Profile>> {
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    let badges = badges::earned_for_user(db, r.user_id).await?;
+    Ok(Some(Profile {
+        id: r.user_id,
+        first_name: r.first_name,
+        last_name: r.last_name,
+        username: r.username,
+        xp: r.xp as i64,
+        level: r.level as i64,
+        streak_count: r.streak_count as i64,
+        tier: r.tier,
+        role: r.role,
+        avatar_url: r.avatar_url,
+        current_level_tag: r.current_level_tag,
+        reputation: r.reputation as i64,
+        current_claves: r.current_claves as i64,
+        badges,
+        stats: Stats {
+            reactions_given: r.reactions_given as i64,
+            reactions_received: r.reactions_received as i64,
+            solutions_accepted: r.solutions_accepted as i64,
+        },
+    }))
+}
+
+/// The profile of `users.id`, or `None` when the user has no profile.
+pub async fn by_user_id(db: &PgPool, user_id: Uuid) -> Result<Option<Profile>> {
+    let row = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
+        "{SELECT} WHERE p.user_id = $1"
+    )))
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?;
+    build(db, row).await
+}
+
+/// The profile whose username matches case-insensitively (D31).
+pub async fn by_username(db: &PgPool, username: &str) -> Result<Option<Profile>> {
+    let row = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
+        "{SELECT} WHERE lower(p.username) = lower($1)"
+    )))
+    .bind(username.trim())
+    .fetch_optional(db)
+    .await?;
+    build(db, row).await
+}
+
+/// A public profile: someone else's balance is not shown (D31).
+pub async fn public(db: &PgPool, username: &str, viewer: Option<Uuid>) -> Result<Profile> {
+    let mut p = by_username(db, username)
+        .await?
+        .ok_or_else(|| Error::not_found("User not found"))?;
+    if viewer != Some(p.id) {
+        p.current_claves = 0;
+    }
+    Ok(p)
+}
+
+/// One row of `GET /api/users/leaderboard`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LeaderboardEntry {
+    pub user_id: Uuid,
+    pub name: String,
+    pub avatar_url: Option<String>,
+    pub xp_total: i64,
+    pub rank: i64,
+}
+
+/// user_id, username, first_name, last_name, avatar_url, xp.
+type LeaderRow = (Uuid, Option<String>, String, String, Option<String>, i32);
+
+/// The top 10 profiles by XP.
+pub async fn leaderboard(db: &PgPool) -> Result<Vec<LeaderboardEntry>> {
+    let rows: Vec<LeaderRow> = sqlx::query_as(
+        "SELECT p.user_id, p.username, p.first_name, p.last_name, p.avatar_url, p.xp
+         FROM user_profiles p
+         ORDER BY p.xp DESC, p.created_at ASC, p.user_id ASC
+         LIMIT 10",
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, (user_id, username, first, last, avatar_url, xp))| {
+            let name = match username.filter(|u| !u.is_empty()) {
+                Some(u) => format!("@{u}"),
+                None => format!("{first} {last}").trim().to_string(),
+            };
+            LeaderboardEntry {
+                user_id,
+                name,
+                avatar_url,
+                xp_total: xp as i64,
+                rank: i as i64 + 1,
+            }
+        })
+        .collect())
+}
+
+/// Sets `display_order = position + 1` for each listed badge the user owns.
+/// Unknown or unowned ids are ignored; a repeated id keeps its last position.
+pub async fn reorder_badges(db: &PgPool, user_id: Uuid, badge_ids: &[String]) -> Result<()> {
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut ids: Vec<String> = Vec::new();
+    let mut orders: Vec<i32> = Vec::new();
+    for (i, id) in badge_ids.iter().enumerate() {
+        let order = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        match index.get(id.as_str()) {
+            Some(&pos) => orders[pos] = order,
+            None => {
+                index.insert(id.as_str(), ids.len());
+                ids.push(id.clone());
+                orders.push(order);
+            }
+        }
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE user_badges ub SET display_order = t.ord
+         FROM unnest($2::text[], $3::int[]) AS t(badge_id, ord)
+         WHERE ub.user_id = $1 AND ub.badge_id = t.badge_id",
+    )
+    .bind(user_id)
+    .bind(&ids)
+    .bind(&orders)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// PATCH /api/users/me
+// ---------------------------------------------------------------------------
+
+/// Hosts allowed for avatars, matched exactly or as a dot-suffix (D33).
+const AVATAR_HOST_SUFFIXES: &[&str] = &[
+    "r2.dev",
+    "cloudflare.com",
+    "cloudflarestorage.com",
+    "googleusercontent.com",
+    "gravatar.com",
+];
+const AVATAR_HOST_EXACT: &[&str] = &["localhost", "127.0.0.1"];
+const AVATAR_MAX_LEN: usize = 2048;
+
+fn host_matches(host: &str, domain: &str) -> bool {
+    let domain = domain.trim_start_matches('.').to_ascii_lowercase();
+    !domain.is_empty() && (host == domain || host.ends_with(&format!(".{domain}")))
+}
+
+/// The host part of the configured R2 public domain (`R2_PUBLIC_DOMAIN` may
+/// be a bare host or a URL).
+fn r2_public_host(config: &crate::Config) -> Option<String> {
+    let d = config.r2.as_ref()?.public_domain.as_deref()?.trim();
+    if d.is_empty() {
+        return None;
+    }
+    let with_scheme = if d.contains("://") {
+        d.to_string()
+    } else {
+        format!("https://{d}")
+    };
+    url::Url::parse(&with_scheme)
+        .ok()?
+        .host_str()
+        .map(|h| h.to_ascii_lowercase())
+}
+
+/// The avatar rules of §3.4: `Ok(())` or the contract's message.
+pub fn check_avatar_url(config: &crate::Config, v: &str) -> std::result::Result<(), &'static str> {
+    if v.is_empty() {
+        return Ok(());
+    }
+    let Ok(u) = url::Url::parse(v) else {
+        return Err("Avatar URL must use HTTPS");
+    };
+    let host = u.host_str().unwrap_or("").to_ascii_lowercase();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let local = AVATAR_HOST_EXACT.contains(&host.as_str());
+    match u.scheme() {
+        "https" => {}
+        "http" if local => {}
+        _ => return Err("Avatar URL must use HTTPS"),
+    }
+    let allowed = local
+        || AVATAR_HOST_SUFFIXES.iter().any(|d| host_matches(&host, d))
+        || r2_public_host(config).is_some_and(|d| host_matches(&host, &d));
+    if !allowed {
+        return Err("Avatar URL domain not allowed");
+    }
+    if v.len() > AVATAR_MAX_LEN {
+        return Err("Avatar URL too long");
+    }
+    Ok(())
+}
+
+/// The fields of `PATCH /api/users/me`; `None` leaves a field unchanged.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileUpdate {
+    pub avatar_url: Option<String>,
+    pub username: Option<String>,
+}
+
+pub fn validate_update(config: &crate::Config, u: &ProfileUpdate) -> Result<()> {
+    let mut v = crate::identity::Violations::new();
+    if let Some(a) = &u.avatar_url
+        && let Err(msg) = check_avatar_url(config, a)
+    {
+        v.value_error(&["body", "avatar_url"], msg, serde_json::json!(a));
+    }
+    if let Some(name) = &u.username
+        && let Err(msg) = crate::identity_rules::validate_username(name)
+    {
+        v.value_error(&["body", "username"], msg, serde_json::json!(name));
+    }
+    v.into_result()
+}
+
+/// Applies a profile update and returns the new profile (404 `User profile
+/// not found` without a profile; 400 `Username already taken`).
+pub async fn update(ctx: &crate::Context, user_id: Uuid, u: ProfileUpdate) -> Result<Profile> {
+    validate_update(&ctx.config, &u)?;
+    let username = u.username.map(|n| n.to_lowercase());
+    if let Some(name) = &username {
+        let taken: bool = sqlx::query_scalar(
+            "SELECT EXISTS(SELECT 1 FROM user_profiles
+                           WHERE lower(username) = lower($1) AND user_id <> $2)",
+        )
+        .bind(name)
+        .bind(user_id)
+        .fetch_one(&ctx.db)
+        .await?;
+        if taken {
+            return Err(Error::bad_request("Username already taken"));
+        }
+    }
+    let updated = sqlx::query(
+        "UPDATE user_profiles
+         SET avatar_url = CASE WHEN $2 THEN $3 ELSE avatar_url END,
+             username = COALESCE($4, username),
+             updated_at = now()
+         WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .bind(u.avatar_url.is_some())
+    .bind(&u.avatar_url)
+    .bind(&username)
+    .execute(&ctx.db)
+    .await;
+    match updated {
+        Ok(r) if r.rows_affected() == 0 => return Err(Error::not_found("User profile not found")),
+        Ok(_) => {}
+        Err(e)
+            if crate::error::is_unique_violation(&e, Some("user_profiles_username_lower_key")) =>
+        {
+            return Err(Error::bad_request("Username already taken"));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    by_user_id(&ctx.db, user_id)
+        .await?
+        .ok_or_else(|| Error::not_found("User profile not found"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(r2: Option<&str>) -> crate::Config {
+        let mut m = HashMap::new();
+        m.insert("SECRET_KEY".to_string(), "k".to_string());
+        if let Some(d) = r2 {
+            for (k, v) in [
+                ("AWS_ACCESS_KEY_ID", "a"),
+                ("AWS_SECRET_ACCESS_KEY", "s"),
+                ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+                ("AWS_BUCKET_NAME", "b"),
+                ("R2_PUBLIC_DOMAIN", d),
+            ] {
+                m.insert(k.to_string(), v.to_string());
+            }
+        }
+        crate::Config::from_map(&m).unwrap()
+    }
+
+    #[test]
+    fn avatar_rules() {
+        let c = config(None);
+        assert_eq!(check_avatar_url(&c, ""), Ok(()));
+        assert_eq!(check_avatar_url(&c, "https://pub-abc.r2.dev/a.png"), Ok(()));
+        assert_eq!(
+            check_avatar_url(&c, "https://lh3.googleusercontent.com/x"),
+            Ok(())
+        );
+        assert_eq!(
+            check_avatar_url(&c, "https://www.gravatar.com/avatar/1"),
+            Ok(())
+        );
+        assert_eq!(check_avatar_url(&c, "http://localhost:3000/a.png"), Ok(()));
+        assert_eq!(check_avatar_url(&c, "http://127.0.0.1/a.png"), Ok(()));
+        assert_eq!(
+            check_avatar_url(&c, "http://pub-abc.r2.dev/a.png"),
+            Err("Avatar URL must use HTTPS")
+        );
+        assert_eq!(
+            check_avatar_url(&c, "javascript:alert(1)"),
+            Err("Avatar URL must use HTTPS")
+        );
+        for bad in [
+            "https://example.com/a.png",
+            "https://cloudflare.evil.com/a.png",
+            "https://pub-evil.com/a.png",
+            "https://r2.dev.evil.com/a.png",
+            "https://evilr2.dev/a.png",
+            "https://localhost.evil.com/a.png",
+            "https://notgravatar.com/a.png",
+        ] {
+            assert_eq!(
+                check_avatar_url(&c, bad),
+                Err("Avatar URL domain not allowed"),
+                "{bad}"
+            );
+        }
+        let long = format!("https://pub-a.r2.dev/{}", "a".repeat(2048));
+        assert_eq!(check_avatar_url(&c, &long), Err("Avatar URL too long"));
+    }
+
+    #[test]
+    fn configured_r2_domain_is_allowed() {
+        let c = config(Some("https://cdn.mamboguild.com"));
+        assert_eq!(
+            check_avatar_url(&c, "https://cdn.mamboguild.com/a.png"),
+            Ok(())
+        );
+        assert_eq!(
+            check_avatar_url(&c, "https://cdn.mamboguild.com.evil.io/a.png"),
+            Err("Avatar URL domain not allowed")
+        );
+        let c = config(Some("media.example.org"));
+        assert_eq!(
+            check_avatar_url(&c, "https://media.example.org/a.png"),
+            Ok(())
+        );
+    }
+}

@@ -1,8 +1,483 @@
-//! Auth endpoints (API.md §3).
+//! Auth endpoints (API.md §3.1): register, login, refresh, logout, me,
+//! waitlist, Google sign-in and password reset. Rules live in
+//! `mambo_core::identity` and `mambo_core::oauth`; this module parses,
+//! sets the cookies of §1.2 and maps errors.
 
-use poem_openapi::OpenApi;
+use crate::auth::UserAuth;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::middleware::client_ip;
+use crate::routes::users::ProfileOut;
+use crate::state::AppState;
+use mambo_core::identity::{self, RegisterInput, ResetInput, Tokens, WaitlistInput};
+use mambo_core::{Config, oauth, profiles};
+use poem::Request;
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::{Form, Json, Response};
+use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi};
+use serde::Deserialize;
+use serde_json::json;
 
 pub struct AuthApi;
 
+// ---------------------------------------------------------------------------
+// Shapes
+// ---------------------------------------------------------------------------
+
+/// `{access_token, token_type: "bearer"}`
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "Token")]
+pub struct TokenOut {
+    pub access_token: String,
+    /// Always `bearer`
+    pub token_type: String,
+}
+
+impl TokenOut {
+    fn bearer(access_token: String) -> Self {
+        Self {
+            access_token,
+            token_type: "bearer".into(),
+        }
+    }
+}
+
+/// `{message}`
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "Msg")]
+pub struct MessageOut {
+    pub message: String,
+}
+
+fn message(m: &str) -> Json<MessageOut> {
+    Json(MessageOut {
+        message: m.to_string(),
+    })
+}
+
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "RegisterRequest")]
+pub struct RegisterIn {
+    pub email: String,
+    /// 3–30 characters: letters, digits, underscores; stored lowercased
+    pub username: String,
+    /// 8–72 characters with at least one letter and one digit
+    pub password: String,
+    pub confirm_password: String,
+    pub first_name: String,
+    pub last_name: String,
+    /// `Beginner`, `Novice`, `Intermediate` or `Advanced` (anything else is Beginner)
+    pub current_level_tag: Option<String>,
+}
+
+/// The frontend's JSON login body.
+#[derive(Object, Deserialize, Debug, Clone)]
+#[oai(rename = "LoginRequest")]
+pub struct LoginJson {
+    pub email: String,
+    pub password: String,
+}
+
+/// The OAuth2 password form (Swagger's Authorize button, generated SDKs).
+#[derive(Object, Deserialize, Debug, Clone)]
+#[oai(rename = "LoginForm")]
+pub struct LoginForm {
+    /// The email address
+    pub username: String,
+    pub password: String,
+    pub grant_type: Option<String>,
+    pub scope: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+}
+
+#[derive(ApiRequest, Debug)]
+pub enum LoginRequest {
+    /// `{email, password}`
+    Json(Json<LoginJson>),
+    /// `username=<email>&password=...`
+    Form(Form<LoginForm>),
+}
+
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "WaitlistRequest")]
+pub struct WaitlistIn {
+    pub email: String,
+    pub username: String,
+    pub referrer_code: Option<String>,
+}
+
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "WaitlistJoined")]
+pub struct WaitlistOut {
+    pub message: String,
+    pub user_id: String,
+    pub referral_code: String,
+    pub position: i64,
+}
+
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "ForgotPasswordRequest")]
+pub struct ForgotIn {
+    pub email: String,
+}
+
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "ResetPasswordRequest")]
+pub struct ResetIn {
+    pub token: String,
+    pub new_password: String,
+    pub confirm_password: String,
+}
+
+#[derive(ApiResponse)]
+pub enum Created<T: poem_openapi::types::ToJSON> {
+    /// Created
+    #[oai(status = 201)]
+    Created(Json<T>),
+}
+
+#[derive(ApiResponse)]
+pub enum Ok200<T: poem_openapi::types::ToJSON> {
+    /// Success
+    #[oai(status = 200)]
+    Ok(Json<T>),
+}
+
+#[derive(ApiResponse)]
+pub enum RefreshResponse {
+    /// New tokens; both cookies are rotated
+    #[oai(status = 200)]
+    Ok(Json<TokenOut>),
+    /// No, bad or expired refresh token, or unknown user
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// Internal error
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+}
+
+#[derive(ApiResponse)]
+pub enum TemporaryRedirect {
+    /// To Google's consent screen
+    #[oai(status = 307)]
+    Redirect(#[oai(header = "Location")] String),
+}
+
+#[derive(ApiResponse)]
+pub enum FoundRedirect {
+    /// To `{FRONTEND_URL}/auth/callback?success=true` (cookies set) or `?error=<detail>`
+    #[oai(status = 302)]
+    Redirect(#[oai(header = "Location")] String),
+}
+
+// ---------------------------------------------------------------------------
+// Cookies (§1.2)
+// ---------------------------------------------------------------------------
+
+const ACCESS_COOKIE: &str = "access_token";
+const REFRESH_COOKIE: &str = "refresh_token";
+const REFRESH_PATH: &str = "/api/auth/refresh";
+
+fn cookie_attrs(config: &Config, path: &str) -> String {
+    let mut s = String::new();
+    if let Some(d) = &config.cookie_domain {
+        s.push_str("; Domain=");
+        s.push_str(d);
+    }
+    s.push_str("; HttpOnly; Path=");
+    s.push_str(path);
+    s.push_str("; SameSite=Lax");
+    if config.secure_cookies {
+        s.push_str("; Secure");
+    }
+    s
+}
+
+fn set_cookie(config: &Config, name: &str, value: &str, path: &str, max_age: i64) -> String {
+    format!(
+        "{name}={value}; Max-Age={max_age}{}",
+        cookie_attrs(config, path)
+    )
+}
+
+fn delete_cookie(config: &Config, name: &str, path: &str) -> String {
+    format!(
+        "{name}=\"\"; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0{}",
+        cookie_attrs(config, path)
+    )
+}
+
+fn with_token_cookies<T>(resp: Response<T>, config: &Config, tokens: &Tokens) -> Response<T> {
+    resp.header(
+        "set-cookie",
+        set_cookie(
+            config,
+            ACCESS_COOKIE,
+            &tokens.access,
+            "/",
+            config.access_token_seconds(),
+        ),
+    )
+    .header(
+        "set-cookie",
+        set_cookie(
+            config,
+            REFRESH_COOKIE,
+            &tokens.refresh,
+            REFRESH_PATH,
+            config.refresh_token_seconds(),
+        ),
+    )
+}
+
+fn with_cleared_cookies<T>(resp: Response<T>, config: &Config) -> Response<T> {
+    resp.header("set-cookie", delete_cookie(config, ACCESS_COOKIE, "/"))
+        .header(
+            "set-cookie",
+            delete_cookie(config, REFRESH_COOKIE, REFRESH_PATH),
+        )
+}
+
+fn client_id(req: &Request, config: &Config) -> String {
+    client_ip(req, config)
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn missing_query(name: &str) -> ApiError {
+    ApiError::status_detail(
+        422,
+        json!([{ "type": "missing", "loc": ["query", name], "msg": "Field required", "input": null }]),
+        None,
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Endpoints
+// ---------------------------------------------------------------------------
+
 #[OpenApi(tag = "crate::routes::Tag::Auth")]
-impl AuthApi {}
+impl AuthApi {
+    /// Register with email and password
+    ///
+    /// Creates the account with the 15-clave starter bonus and signs in:
+    /// returns the access token and sets both cookies.
+    #[oai(path = "/api/auth/register", method = "post")]
+    async fn register(
+        &self,
+        state: Data<&AppState>,
+        body: Json<RegisterIn>,
+    ) -> ApiResult<Response<Created<TokenOut>>> {
+        let ctx = &state.ctx;
+        let b = body.0;
+        let user_id = identity::register(
+            ctx,
+            RegisterInput {
+                email: b.email,
+                username: b.username,
+                password: b.password,
+                confirm_password: b.confirm_password,
+                first_name: b.first_name,
+                last_name: b.last_name,
+                current_level_tag: b.current_level_tag,
+            },
+        )
+        .await?;
+        let tokens = identity::issue_tokens(ctx, user_id);
+        let resp = Response::new(Created::Created(Json(TokenOut::bearer(
+            tokens.access.clone(),
+        ))));
+        Ok(with_token_cookies(resp, &ctx.config, &tokens))
+    }
+
+    /// Log in
+    ///
+    /// Accepts the frontend's JSON `{email, password}` and the OAuth2
+    /// password form (`username`, `password`). Rate limited per email and per
+    /// client. Runs the streak update and the daily clave claim.
+    #[oai(path = "/api/auth/token", method = "post")]
+    async fn login(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        body: LoginRequest,
+    ) -> ApiResult<Response<Ok200<TokenOut>>> {
+        let ctx = &state.ctx;
+        let (email, password) = match body {
+            LoginRequest::Json(Json(b)) => {
+                let mut v = identity::Violations::new();
+                identity::check_email_field(&mut v, &["body", "email"], &b.email);
+                v.into_result()?;
+                (b.email, b.password)
+            }
+            LoginRequest::Form(Form(f)) => (f.username, f.password),
+        };
+        let user_id = identity::login(ctx, &email, &password, &client_id(req, &ctx.config)).await?;
+        let tokens = identity::issue_tokens(ctx, user_id);
+        let resp = Response::new(Ok200::Ok(Json(TokenOut::bearer(tokens.access.clone()))));
+        Ok(with_token_cookies(resp, &ctx.config, &tokens))
+    }
+
+    /// Rotate tokens with the refresh cookie
+    #[oai(path = "/api/auth/refresh", method = "post")]
+    async fn refresh(&self, state: Data<&AppState>, req: &Request) -> Response<RefreshResponse> {
+        let ctx = &state.ctx;
+        let token = req
+            .cookie()
+            .get(REFRESH_COOKIE)
+            .map(|c| c.value_str().to_string())
+            .filter(|t| !t.trim().is_empty());
+        let Some(token) = token else {
+            return Response::new(RefreshResponse::Unauthorized(Json(ErrorBody {
+                detail: json!("Refresh token not found"),
+            })));
+        };
+        match identity::refresh(ctx, token.trim()).await {
+            Ok(user_id) => {
+                let tokens = identity::issue_tokens(ctx, user_id);
+                let resp = Response::new(RefreshResponse::Ok(Json(TokenOut::bearer(
+                    tokens.access.clone(),
+                ))));
+                with_token_cookies(resp, &ctx.config, &tokens)
+            }
+            Err(mambo_core::Error::Http { detail, .. }) => with_cleared_cookies(
+                Response::new(RefreshResponse::Unauthorized(Json(ErrorBody { detail }))),
+                &ctx.config,
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "refresh failed");
+                Response::new(RefreshResponse::Internal(Json(ErrorBody {
+                    detail: json!("Internal Server Error"),
+                })))
+            }
+        }
+    }
+
+    /// Log out (clears both cookies)
+    #[oai(path = "/api/auth/logout", method = "post")]
+    async fn logout(&self, state: Data<&AppState>) -> Response<Ok200<MessageOut>> {
+        with_cleared_cookies(
+            Response::new(Ok200::Ok(message("Successfully logged out"))),
+            &state.ctx.config,
+        )
+    }
+
+    /// The signed-in user's profile
+    #[oai(path = "/api/auth/me", method = "get")]
+    async fn me(&self, state: Data<&AppState>, auth: UserAuth) -> ApiResult<Json<ProfileOut>> {
+        let p = profiles::by_user_id(&state.ctx.db, auth.user().id)
+            .await?
+            .ok_or_else(|| ApiError::msg(404, "Profile not found"))?;
+        Ok(Json(ProfileOut::from(p)))
+    }
+
+    /// Join the waitlist
+    #[oai(path = "/api/auth/waitlist", method = "post")]
+    async fn waitlist(
+        &self,
+        state: Data<&AppState>,
+        body: Json<WaitlistIn>,
+    ) -> ApiResult<Created<WaitlistOut>> {
+        let b = body.0;
+        let joined = identity::join_waitlist(
+            &state.ctx,
+            WaitlistInput {
+                email: b.email,
+                username: b.username,
+                referrer_code: b.referrer_code,
+            },
+        )
+        .await?;
+        Ok(Created::Created(Json(WaitlistOut {
+            message: "Welcome to the Inner Circle.".into(),
+            user_id: joined.user_id.to_string(),
+            referral_code: joined.referral_code,
+            position: joined.position,
+        })))
+    }
+
+    /// Start OAuth sign-in (Google only)
+    #[oai(path = "/api/auth/login/:provider", method = "get")]
+    async fn oauth_login(
+        &self,
+        state: Data<&AppState>,
+        provider: Path<String>,
+    ) -> ApiResult<TemporaryRedirect> {
+        let url = oauth::authorization_url(&state.ctx, &provider.0).await?;
+        Ok(TemporaryRedirect::Redirect(url))
+    }
+
+    /// Google's OAuth callback
+    ///
+    /// Signs in (creating or linking the account), sets both cookies and
+    /// redirects to the frontend; failures redirect with `?error=<detail>`.
+    #[oai(path = "/api/auth/callback/google", method = "get")]
+    async fn google_callback(
+        &self,
+        state: Data<&AppState>,
+        code: Query<Option<String>>,
+        #[oai(name = "state")] oauth_state: Query<Option<String>>,
+        error: Query<Option<String>>,
+    ) -> ApiResult<Response<FoundRedirect>> {
+        let ctx = &state.ctx;
+        if let Some(err) = error.0.filter(|e| !e.is_empty()) {
+            // The person declined on Google's screen (or Google failed).
+            tracing::info!(error = %err, "Google returned an error to the OAuth callback");
+            return Ok(Response::new(FoundRedirect::Redirect(
+                oauth::error_redirect(ctx, oauth::FAILED),
+            )));
+        }
+        let Some(code) = code.0 else {
+            return Err(missing_query("code"));
+        };
+        let Some(oauth_state) = oauth_state.0 else {
+            return Err(missing_query("state"));
+        };
+        match oauth::callback(ctx, &code, &oauth_state).await {
+            Ok(user_id) => {
+                let tokens = identity::issue_tokens(ctx, user_id);
+                let resp = Response::new(FoundRedirect::Redirect(oauth::success_redirect(ctx)));
+                Ok(with_token_cookies(resp, &ctx.config, &tokens))
+            }
+            Err(oauth::Failure(detail)) => Ok(Response::new(FoundRedirect::Redirect(
+                oauth::error_redirect(ctx, detail),
+            ))),
+        }
+    }
+
+    /// Ask for a password reset email
+    ///
+    /// Always answers the same message, whether or not the email exists.
+    #[oai(path = "/api/auth/forgot-password", method = "post")]
+    async fn forgot_password(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        body: Json<ForgotIn>,
+    ) -> ApiResult<Json<MessageOut>> {
+        let ctx = &state.ctx;
+        identity::forgot_password(ctx, &body.0.email, &client_id(req, &ctx.config)).await?;
+        Ok(message(identity::FORGOT_PASSWORD_MESSAGE))
+    }
+
+    /// Set a new password with a reset token
+    #[oai(path = "/api/auth/reset-password", method = "post")]
+    async fn reset_password(
+        &self,
+        state: Data<&AppState>,
+        body: Json<ResetIn>,
+    ) -> ApiResult<Json<MessageOut>> {
+        let b = body.0;
+        identity::reset_password(
+            &state.ctx,
+            ResetInput {
+                token: b.token,
+                new_password: b.new_password,
+                confirm_password: b.confirm_password,
+            },
+        )
+        .await?;
+        Ok(message("Password reset successfully"))
+    }
+}

@@ -1,8 +1,223 @@
-//! Users endpoints (API.md §3).
+//! Users endpoints (API.md §3.4): own profile, profile update, public
+//! profiles, badge order and the XP leaderboard. Every id is users.id (D30).
 
-use poem_openapi::OpenApi;
+use crate::auth::{OptionalAuth, UserAuth};
+use crate::error::ApiResult;
+use crate::state::AppState;
+use crate::types::ts_opt;
+use mambo_core::badges::BadgeItem;
+use mambo_core::profiles::{self, Profile, ProfileUpdate};
+use poem::web::Data;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
 
 pub struct UsersApi;
 
+/// An earned badge on a profile (BadgeItem of §3.0).
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "ProfileBadge")]
+pub struct ProfileBadgeOut {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub tier: String,
+    pub icon_url: Option<String>,
+    pub category: String,
+    pub requirement_type: String,
+    pub requirement_value: i64,
+    pub is_earned: bool,
+    pub earned_at: Option<String>,
+    pub display_order: i64,
+}
+
+impl From<BadgeItem> for ProfileBadgeOut {
+    fn from(b: BadgeItem) -> Self {
+        Self {
+            earned_at: ts_opt(&b.earned_at),
+            id: b.id,
+            name: b.name,
+            description: b.description,
+            tier: b.tier,
+            icon_url: b.icon_url,
+            category: b.category,
+            requirement_type: b.requirement_type,
+            requirement_value: b.requirement_value as i64,
+            is_earned: b.is_earned,
+            display_order: b.display_order as i64,
+        }
+    }
+}
+
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "ProfileStats")]
+pub struct ProfileStatsOut {
+    pub reactions_given: i64,
+    pub reactions_received: i64,
+    pub solutions_accepted: i64,
+}
+
+/// The Profile of §3.0.
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "Profile")]
+pub struct ProfileOut {
+    /// users.id
+    pub id: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub username: Option<String>,
+    pub xp: i64,
+    pub level: i64,
+    pub streak_count: i64,
+    /// `rookie`, `advanced` or `performer`
+    pub tier: String,
+    /// `student`, `admin` or `instructor`
+    pub role: String,
+    pub avatar_url: Option<String>,
+    pub current_level_tag: Option<String>,
+    pub reputation: i64,
+    pub current_claves: i64,
+    pub badges: Vec<ProfileBadgeOut>,
+    pub stats: ProfileStatsOut,
+}
+
+impl From<Profile> for ProfileOut {
+    fn from(p: Profile) -> Self {
+        Self {
+            id: p.id.to_string(),
+            first_name: p.first_name,
+            last_name: p.last_name,
+            username: p.username,
+            xp: p.xp,
+            level: p.level,
+            streak_count: p.streak_count,
+            tier: p.tier,
+            role: p.role,
+            avatar_url: p.avatar_url,
+            current_level_tag: p.current_level_tag,
+            reputation: p.reputation,
+            current_claves: p.current_claves,
+            badges: p.badges.into_iter().map(Into::into).collect(),
+            stats: ProfileStatsOut {
+                reactions_given: p.stats.reactions_given,
+                reactions_received: p.stats.reactions_received,
+                solutions_accepted: p.stats.solutions_accepted,
+            },
+        }
+    }
+}
+
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "ProfileUpdate")]
+pub struct ProfileUpdateIn {
+    /// An https URL on an allowed host, or `""` to clear the avatar
+    pub avatar_url: Option<String>,
+    /// 3–30 characters: letters, digits, underscores; stored lowercased
+    pub username: Option<String>,
+}
+
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "BadgeReorder")]
+pub struct BadgeReorderIn {
+    pub badge_ids: Vec<String>,
+}
+
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "StatusSuccess")]
+pub struct StatusOut {
+    /// Always `success`
+    pub status: String,
+}
+
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "LeaderboardEntry")]
+pub struct LeaderboardEntryOut {
+    /// users.id
+    pub user_id: String,
+    /// `@username`, or `first last` without a username
+    pub name: String,
+    pub avatar_url: Option<String>,
+    pub xp_total: i64,
+    /// 1-based
+    pub rank: i64,
+}
+
 #[OpenApi(tag = "crate::routes::Tag::Users")]
-impl UsersApi {}
+impl UsersApi {
+    /// The signed-in user's profile
+    #[oai(path = "/api/users/me", method = "get")]
+    async fn me(&self, state: Data<&AppState>, auth: UserAuth) -> ApiResult<Json<ProfileOut>> {
+        let p = profiles::by_user_id(&state.ctx.db, auth.user().id)
+            .await?
+            .ok_or_else(|| crate::error::ApiError::msg(404, "User profile not found"))?;
+        Ok(Json(p.into()))
+    }
+
+    /// Update the avatar and/or the username
+    #[oai(path = "/api/users/me", method = "patch")]
+    async fn update_me(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+        body: Json<ProfileUpdateIn>,
+    ) -> ApiResult<Json<ProfileOut>> {
+        let b = body.0;
+        let p = profiles::update(
+            &state.ctx,
+            auth.user().id,
+            ProfileUpdate {
+                avatar_url: b.avatar_url,
+                username: b.username,
+            },
+        )
+        .await?;
+        Ok(Json(p.into()))
+    }
+
+    /// Someone's public profile (username matched case-insensitively)
+    #[oai(path = "/api/users/public/:username", method = "get")]
+    async fn public_profile(
+        &self,
+        state: Data<&AppState>,
+        auth: OptionalAuth,
+        username: Path<String>,
+    ) -> ApiResult<Json<ProfileOut>> {
+        let viewer = auth.user().map(|u| u.id);
+        let p = profiles::public(&state.ctx.db, &username.0, viewer).await?;
+        Ok(Json(p.into()))
+    }
+
+    /// Set the display order of the user's badges
+    #[oai(path = "/api/users/me/badges/reorder", method = "put")]
+    async fn reorder_badges(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+        body: Json<BadgeReorderIn>,
+    ) -> ApiResult<Json<StatusOut>> {
+        profiles::reorder_badges(&state.ctx.db, auth.user().id, &body.0.badge_ids).await?;
+        Ok(Json(StatusOut {
+            status: "success".into(),
+        }))
+    }
+
+    /// Top 10 by XP
+    #[oai(path = "/api/users/leaderboard", method = "get")]
+    async fn leaderboard(
+        &self,
+        state: Data<&AppState>,
+    ) -> ApiResult<Json<Vec<LeaderboardEntryOut>>> {
+        let rows = profiles::leaderboard(&state.ctx.db).await?;
+        Ok(Json(
+            rows.into_iter()
+                .map(|r| LeaderboardEntryOut {
+                    user_id: r.user_id.to_string(),
+                    name: r.name,
+                    avatar_url: r.avatar_url,
+                    xp_total: r.xp_total,
+                    rank: r.rank,
+                })
+                .collect(),
+        ))
+    }
+}
