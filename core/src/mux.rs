@@ -588,8 +588,11 @@ pub async fn create_upload(
     })
 }
 
+/// Title, week, day, order, world slug, world title.
+type LessonRow = (String, Option<i32>, Option<i32>, i32, String, String);
+
 async fn lesson_labels(conn: &mut PgConnection, id: Uuid) -> Result<(Option<Target>, AssetLabels)> {
-    let row: Option<(String, Option<i32>, Option<i32>, i32, String, String)> = sqlx::query_as(
+    let row: Option<LessonRow> = sqlx::query_as(
         "SELECT l.title, l.week_number, l.day_number, l.order_index, w.slug, w.title
          FROM lessons l JOIN levels v ON v.id = l.level_id JOIN worlds w ON w.id = v.world_id
          WHERE l.id = $1",
@@ -1270,10 +1273,10 @@ pub async fn delete_asset(ctx: &Context, caller: Caller, asset_id: &str) -> Resu
             tracing::error!(error = %e, asset_id, "deleting a Mux asset failed");
             // Mux's own client errors keep their status, except auth failures
             // (ours, not the caller's) and anything else, which are a 500.
-            let status = match e.status() {
-                Some(s @ (400 | 404 | 409 | 422 | 429)) => s,
-                _ => 500,
-            };
+            let status = e
+                .status()
+                .filter(|s| matches!(s, 400 | 404 | 409 | 422 | 429))
+                .unwrap_or(500);
             return Err(Error::http(status, "Error deleting video asset"));
         }
     };
