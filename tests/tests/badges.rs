@@ -171,6 +171,19 @@ async fn streak_bonus_rows(app: &TestApp, user: Uuid) -> i64 {
 /// `h` o'clock UTC plus five seconds: `Clock::set` keeps millisecond precision
 /// and may land a fraction of a millisecond early, so an exact midnight could
 /// still read as the previous day.
+/// The daily claim through the API (the clock decides the day; the token is
+/// checked against real time).
+async fn claim_http(app: &TestApp, user: &TestUser) -> (StatusCode, Value) {
+    json(
+        app.post("/api/claves/daily-claim")
+            .header("Authorization", user.bearer())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
 fn at(y: i32, m: u32, d: u32, h: u32) -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(y, m, d, h, 0, 5).unwrap()
 }
@@ -577,14 +590,24 @@ async fn the_worker_awards_badges_from_queued_checks() {
     add_posts(&app, owner.id, "stage", 10, true).await;
     react_to_all(&app, owner.id, fan.id, "fire").await;
 
+    // A second worker process on the same database and queues.
+    let second_ctx = mambo_core::Context::new(
+        mambo_core::db::connect(&app.db.url, 5).await.unwrap(),
+        (*app.ctx.config).clone(),
+    )
+    .unwrap();
+    let (stop_second, stopped) = tokio::sync::oneshot::channel::<()>();
+    let second = tokio::spawn(mambo_worker::run(second_ctx, async move {
+        let _ = stopped.await;
+    }));
+
     let mut tx = app.db().begin().await.unwrap();
-    jobs::enqueue(&mut tx, &job(owner.id, "fires_received"))
-        .await
-        .unwrap();
-    // The same check twice (duplicate delivery) and a second stat.
-    jobs::enqueue(&mut tx, &job(owner.id, "fires_received"))
-        .await
-        .unwrap();
+    // The same check several times (duplicate triggers) and a second stat.
+    for _ in 0..6 {
+        jobs::enqueue(&mut tx, &job(owner.id, "fires_received"))
+            .await
+            .unwrap();
+    }
     jobs::enqueue(&mut tx, &job(owner.id, "videos_posted"))
         .await
         .unwrap();
@@ -620,6 +643,8 @@ async fn the_worker_awards_badges_from_queued_checks() {
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert_eq!(badge_count(&app, owner.id, "firestarter_bronze").await, 1);
     assert_eq!(owned_badges(&app, owner.id).await.len(), 3);
+    let _ = stop_second.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(15), second).await;
 
     // Visible on the public badge list, by profile id.
     let pid = profile_id(&app, owner.id).await;
@@ -763,16 +788,24 @@ async fn streaks_cross_month_and_year_ends_and_bonuses_pay_once() {
         .enumerate()
     {
         app.ctx.clock.set(d);
-        mambo_core::streaks::daily_claim(&app.ctx, user2.id)
-            .await
-            .unwrap();
+        let (status, body) = claim_http(&app, &user2).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["success"], true, "{body}");
+        assert!(body["streak_bonus"].is_null());
         assert_eq!(streak(&app, user2.id).await, i as i32 + 1);
+        let (_, again) = claim_http(&app, &user2).await;
+        assert_eq!(again["success"], false);
+        assert_eq!(
+            again["message"],
+            "Already claimed today. Come back tomorrow!"
+        );
     }
     app.ctx.clock.set(at(2028, 3, 3, 1));
-    mambo_core::streaks::daily_claim(&app.ctx, user2.id)
-        .await
-        .unwrap();
+    let (_, body) = claim_http(&app, &user2).await;
+    assert_eq!(body["success"], true, "{body}");
     assert_eq!(streak(&app, user2.id).await, 1);
+    let (balance, ledger) = app.balance_and_ledger(user2.id).await;
+    assert_eq!(balance, ledger);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -815,7 +848,7 @@ async fn daily_maintenance_resets_broken_streaks() {
     assert_eq!(streak(&app, alive.id).await, 3);
     assert_eq!(streak(&app, today_user.id).await, 1);
 
-    // /auth/me and /users/me report the reset streak (when those routes exist).
+    // /auth/me and /users/me report the reset streak.
     let token = mambo_core::auth::create_token(
         &app.ctx.config,
         broken.id,
@@ -831,9 +864,8 @@ async fn daily_maintenance_resets_broken_streaks() {
                 .unwrap(),
         )
         .await;
-        if status == StatusCode::OK {
-            assert_eq!(body["streak_count"], 0, "{path}: {body}");
-        }
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert_eq!(body["streak_count"], 0, "{path}: {body}");
     }
 
     // The next claim starts a new streak at 1; the earned badges stay.
