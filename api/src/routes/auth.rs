@@ -481,3 +481,43 @@ impl AuthApi {
         Ok(message("Password reset successfully"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Config {
+        let mut m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        m.insert("SECRET_KEY".into(), "k".into());
+        Config::from_map(&m).unwrap()
+    }
+
+    #[test]
+    fn cookies_carry_the_attributes_of_the_contract() {
+        let c = config(&[
+            ("SECURE_COOKIES", "true"),
+            ("COOKIE_DOMAIN", ".mamboguild.com"),
+        ]);
+        assert_eq!(
+            set_cookie(&c, ACCESS_COOKIE, "tok", "/", c.access_token_seconds()),
+            "access_token=tok; Max-Age=1800; Domain=.mamboguild.com; HttpOnly; Path=/; SameSite=Lax; Secure"
+        );
+        assert_eq!(
+            delete_cookie(&c, REFRESH_COOKIE, REFRESH_PATH),
+            "refresh_token=\"\"; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; \
+             Domain=.mamboguild.com; HttpOnly; Path=/api/auth/refresh; SameSite=Lax; Secure"
+        );
+        let c = config(&[("SECURE_COOKIES", "false"), ("JWT_EXPIRATION_DAYS", "7")]);
+        assert_eq!(
+            set_cookie(&c, ACCESS_COOKIE, "tok", "/", c.access_token_seconds()),
+            "access_token=tok; Max-Age=604800; HttpOnly; Path=/; SameSite=Lax"
+        );
+        // Production defaults to secure cookies.
+        let c = config(&[("ENVIRONMENT", "production")]);
+        assert!(set_cookie(&c, ACCESS_COOKIE, "t", "/", 1).ends_with("; Secure"));
+    }
+}
