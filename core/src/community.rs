@@ -1533,7 +1533,8 @@ pub async fn stats(db: &PgPool) -> Result<CommunityStats> {
 pub mod cache {
     use super::FeedQuery;
     use crate::Context;
-    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex};
     use std::time::Duration;
     use uuid::Uuid;
 
@@ -1544,7 +1545,9 @@ pub mod cache {
     /// After a failed read, skip the cache this long.
     const BACKOFF_SECS: i64 = 5;
 
-    static SKIP_UNTIL: AtomicI64 = AtomicI64::new(0);
+    /// Per Redis namespace (one per deployment; several in tests): the unix
+    /// second until which the cache is skipped.
+    static SKIP_UNTIL: LazyLock<Mutex<HashMap<String, i64>>> = LazyLock::new(Default::default);
 
     fn now_secs() -> i64 {
         std::time::SystemTime::now()
@@ -1553,36 +1556,33 @@ pub mod cache {
             .unwrap_or(0)
     }
 
-    fn available() -> bool {
-        now_secs() >= SKIP_UNTIL.load(Ordering::Relaxed)
+    fn available(ctx: &Context) -> bool {
+        let map = SKIP_UNTIL.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(ctx.redis.namespace())
+            .is_none_or(|until| now_secs() >= *until)
     }
 
-    fn skip_for(secs: i64) {
-        SKIP_UNTIL.fetch_max(now_secs() + secs, Ordering::Relaxed);
+    fn skip_for(ctx: &Context, secs: i64) {
+        let mut map = SKIP_UNTIL.lock().unwrap_or_else(|e| e.into_inner());
+        let until = map.entry(ctx.redis.namespace().to_string()).or_insert(0);
+        *until = (*until).max(now_secs() + secs);
     }
 
     fn version_key(ctx: &Context) -> String {
         ctx.redis.key("feed:version")
     }
 
+    /// `feed:{stage|lab|all}:page:{skip}:{limit}:v{generation}:{tag as hex}`.
     fn page_key(ctx: &Context, version: i64, q: &FeedQuery) -> String {
-        let kind = q
-            .post_type
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .unwrap_or("all");
-        let tag: String = q
-            .tag
-            .as_deref()
-            .unwrap_or("")
-            .bytes()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let kind = match q.post_type.as_deref() {
+            None | Some("") => "all".to_string(),
+            Some(t @ ("stage" | "lab")) => t.to_string(),
+            Some(other) => format!("x{}", hex(other)),
+        };
+        let tag = hex(q.tag.as_deref().unwrap_or(""));
         ctx.redis.key(&format!(
-            "feed:{}:page:{}:v{version}:{}:{tag}",
-            hex(kind),
-            q.skip,
-            q.limit
+            "feed:{kind}:page:{}:{}:v{version}:{tag}",
+            q.skip, q.limit
         ))
     }
 
@@ -1590,20 +1590,23 @@ pub mod cache {
         s.bytes().map(|b| format!("{b:02x}")).collect()
     }
 
-    async fn run<T>(fut: impl std::future::Future<Output = redis::RedisResult<T>>) -> Option<T> {
-        if !available() {
+    async fn run<T>(
+        ctx: &Context,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Option<T> {
+        if !available(ctx) {
             return None;
         }
         match tokio::time::timeout(CALL_TIMEOUT, fut).await {
             Ok(Ok(v)) => Some(v),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "feed cache unavailable");
-                skip_for(BACKOFF_SECS);
+                skip_for(ctx, BACKOFF_SECS);
                 None
             }
             Err(_) => {
                 tracing::debug!("feed cache timed out");
-                skip_for(BACKOFF_SECS);
+                skip_for(ctx, BACKOFF_SECS);
                 None
             }
         }
@@ -1613,7 +1616,7 @@ pub mod cache {
     pub async fn version(ctx: &Context) -> Option<i64> {
         let mut conn = ctx.redis.conn();
         let key = version_key(ctx);
-        run(async move {
+        run(ctx, async move {
             let v: Option<i64> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
             Ok(v.unwrap_or(0))
         })
@@ -1624,8 +1627,10 @@ pub mod cache {
     pub async fn get(ctx: &Context, version: i64, q: &FeedQuery) -> Option<Vec<Uuid>> {
         let key = page_key(ctx, version, q);
         let mut conn = ctx.redis.conn();
-        let raw: Option<String> =
-            run(async move { redis::cmd("GET").arg(&key).query_async(&mut conn).await }).await?;
+        let raw: Option<String> = run(ctx, async move {
+            redis::cmd("GET").arg(&key).query_async(&mut conn).await
+        })
+        .await?;
         let raw = raw?;
         serde_json::from_str(&raw).ok()
     }
@@ -1637,7 +1642,7 @@ pub mod cache {
         };
         let key = page_key(ctx, version, q);
         let mut conn = ctx.redis.conn();
-        let _: Option<()> = run(async move {
+        let _: Option<()> = run(ctx, async move {
             redis::cmd("SET")
                 .arg(&key)
                 .arg(raw)
@@ -1664,7 +1669,7 @@ pub mod cache {
             // Pages cached before this write may live one more TTL: do not
             // read the cache in this process until they have expired.
             tracing::debug!("feed cache invalidation failed");
-            skip_for(TTL_SECS as i64);
+            skip_for(ctx, TTL_SECS as i64);
         }
     }
 }

@@ -1542,9 +1542,55 @@ async fn feed_query_count_is_fixed() {
             assert_eq!(mine, 10);
         }
     }
+    // The repeated pages came from the Redis cache (ids), still two queries.
+    let mut redis = ctx.redis.conn();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{ns}:feed:*"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 4, "{keys:?}");
     assert!(
         counts.iter().all(|c| *c == counts[0] && *c >= 2 && *c <= 3),
         "{counts:?}"
     );
     pool.close().await;
+}
+
+// ---------------------------------------------------------------------------
+// Redis down: the feed and the writes still work (the cache is optional)
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn community_works_without_redis() {
+    let app = TestApp::spawn_with(mambo_tests::Options {
+        worker: false,
+        vars: vec![("REDIS_URL".into(), "redis://127.0.0.1:1".into())],
+    })
+    .await;
+    let u = rich(&app, 100).await;
+    let fan = rich(&app, 10).await;
+    let started = std::time::Instant::now();
+    let post = create_stage(&app, &u, "No cache").await;
+    let pid = post["id"].as_str().unwrap();
+    let (s, _) = post_json(
+        &app,
+        &fan,
+        &format!("/api/community/posts/{pid}/react"),
+        json!({"reaction_type": "fire"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    for _ in 0..3 {
+        let (s, feed) = get_as(&app, &fan, "/api/community/feed").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(feed[0]["title"], "No cache");
+        assert_eq!(feed[0]["user_reaction"], "fire");
+        assert_eq!(feed[0]["reaction_count"], 1);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
