@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 /// UTC clock with an adjustable offset (zero in production).
 #[derive(Clone, Debug, Default)]
 pub struct Clock {
-    offset_ms: Arc<AtomicI64>,
+    offset_us: Arc<AtomicI64>,
 }
 
 impl Clock {
@@ -17,7 +17,7 @@ impl Clock {
     }
 
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + chrono::Duration::milliseconds(self.offset_ms.load(Ordering::Relaxed))
+        Utc::now() + chrono::Duration::microseconds(self.offset_us.load(Ordering::Relaxed))
     }
 
     /// Today's date in UTC (D22).
@@ -28,13 +28,13 @@ impl Clock {
     /// Moves the clock so that `now()` is (approximately) `at`.
     pub fn set(&self, at: DateTime<Utc>) {
         let delta = at - Utc::now();
-        self.offset_ms
-            .store(delta.num_milliseconds(), Ordering::Relaxed);
+        self.offset_us
+            .store(delta.num_microseconds().unwrap_or(i64::MAX), Ordering::Relaxed);
     }
 
     pub fn advance(&self, by: chrono::Duration) {
-        self.offset_ms
-            .fetch_add(by.num_milliseconds(), Ordering::Relaxed);
+        self.offset_us
+            .fetch_add(by.num_microseconds().unwrap_or(0), Ordering::Relaxed);
     }
 }
 
