@@ -154,7 +154,7 @@ pub struct TagOut {
 }
 
 #[derive(Object, Debug)]
-pub struct LeaderboardEntryOut {
+pub struct CommunityLeaderboardEntryOut {
     id: String,
     first_name: String,
     avatar_url: Option<String>,
@@ -163,11 +163,11 @@ pub struct LeaderboardEntryOut {
 }
 
 #[derive(Object, Debug)]
-pub struct StatsOut {
+pub struct CommunityStatsOut {
     member_count: i64,
     /// Simulated (§4.9)
     active_now: i64,
-    leaderboard: Vec<LeaderboardEntryOut>,
+    leaderboard: Vec<CommunityLeaderboardEntryOut>,
 }
 
 #[derive(Object, Debug)]
@@ -328,15 +328,15 @@ fn page(
 impl CommunityApi {
     /// Public community stats: members, simulated active count, top 3 posters
     #[oai(path = "/api/community/stats", method = "get")]
-    async fn stats(&self, state: Data<&AppState>) -> ApiResult<Json<StatsOut>> {
+    async fn stats(&self, state: Data<&AppState>) -> ApiResult<Json<CommunityStatsOut>> {
         let s = community::stats(&state.ctx.db).await?;
-        Ok(Json(StatsOut {
+        Ok(Json(CommunityStatsOut {
             member_count: s.member_count,
             active_now: s.active_now,
             leaderboard: s
                 .leaderboard
                 .into_iter()
-                .map(|e| LeaderboardEntryOut {
+                .map(|e| CommunityLeaderboardEntryOut {
                     id: e.id.to_string(),
                     first_name: e.first_name,
                     avatar_url: e.avatar_url,
