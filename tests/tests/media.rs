@@ -1845,3 +1845,36 @@ async fn mux_sync_reconciles_uploads_that_never_got_a_webhook() {
     handle_mux_sync(&app.ctx, &job).await.unwrap();
     assert_eq!(badge_jobs(&app, student.id).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_video_from_the_webhook_earns_center_stage_through_the_worker() {
+    let mux = MockServer::start().await;
+    let app = mux_app(&mux).await;
+    let student = app.student().await;
+    // The frontend creates the Stage post first, without a video.
+    let p = post(&app, student.id, "stage", None, None).await;
+    let event = ready_event(
+        "e-badge",
+        "a-badge",
+        "p-badge",
+        json!({"post_id": p.to_string(), "type": "community-post", "post_type": "stage"}),
+    );
+    let now = app.ctx.clock.now().timestamp();
+    let (s, _) = deliver(&app, "/api/mux/webhook", &event, now, WEBHOOK_SECRET).await;
+    assert_eq!(s, StatusCode::OK);
+    let earned = eventually(20, || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM user_badges WHERE user_id = $1 AND badge_id = 'center_stage_bronze'",
+        )
+        .bind(student.id)
+        .fetch_one(app.db())
+        .await
+        .unwrap();
+        (n == 1).then_some(())
+    })
+    .await;
+    assert!(
+        earned.is_some(),
+        "the videos_posted check should award center_stage_bronze"
+    );
+}
