@@ -76,6 +76,8 @@ pub async fn resolve_token(req: &Request, token: &str) -> Option<AuthUser> {
             .await
             .ok()?;
     let (email, role) = row?;
+    // The request span (middleware::edge) logs who is calling.
+    tracing::Span::current().record("user_id", tracing::field::display(id));
     Some(AuthUser { id, email, role })
 }
 

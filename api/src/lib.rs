@@ -3,8 +3,10 @@
 
 pub mod auth;
 pub mod error;
+pub mod metrics;
 pub mod middleware;
 pub mod routes;
+pub mod spec;
 pub mod state;
 pub mod types;
 pub mod validation;
@@ -59,17 +61,28 @@ pub fn openapi_service(server_url: &str) -> OpenApiService<Apis, ()> {
         .server(server_url)
 }
 
-/// The OpenAPI document as JSON.
+/// The OpenAPI document as JSON (what `/openapi.json` serves and `openapi.json`
+/// at the repository root holds), with an `operationId` on every operation.
 pub fn spec_json() -> String {
-    openapi_service("http://localhost:8000").spec()
+    spec::complete(&openapi_service("http://localhost:8000").spec())
 }
 
 /// Builds the whole application.
 pub fn app(ctx: Context) -> impl Endpoint {
     let config = ctx.config.clone();
     let service = openapi_service(&config.backend_url);
-    let spec = service.spec_endpoint();
-    let mut route = Route::new().at("/openapi.json", spec);
+    let spec_doc = spec::complete(&service.spec());
+    metrics::learn_routes(&spec_doc);
+    let spec = poem::endpoint::make_sync(move |_| {
+        poem::IntoResponse::with_content_type(
+            spec_doc.clone(),
+            "application/json; charset=utf-8",
+        )
+    });
+    mambo_core::metrics::install();
+    let mut route = Route::new()
+        .at("/openapi.json", spec)
+        .at("/metrics", poem::get(metrics::metrics_endpoint));
     if config.docs_enabled() {
         route = route
             .nest("/docs", service.swagger_ui())
@@ -79,6 +92,7 @@ pub fn app(ctx: Context) -> impl Endpoint {
     let state = AppState { ctx };
     let cfg = config.clone();
     route
+        .around(metrics::capture_route)
         .data(state)
         .around(move |ep, req| middleware::edge(ep, req, cfg.clone()))
         .into_endpoint()

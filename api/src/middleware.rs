@@ -35,8 +35,16 @@ pub async fn edge<E: Endpoint>(
 
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let span = tracing::info_span!("request", id = %request_id, %method, %path);
+    let span = tracing::info_span!(
+        "request",
+        id = %request_id,
+        %method,
+        %path,
+        user_id = tracing::field::Empty
+    );
     let started = std::time::Instant::now();
+    let route_slot = crate::metrics::RouteSlot::default();
+    req.set_data(route_slot.clone());
 
     let is_preflight = method == Method::OPTIONS
         && origin.is_some()
@@ -127,6 +135,12 @@ pub async fn edge<E: Endpoint>(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-request-id", v);
     }
+    crate::metrics::record(
+        &route_slot,
+        &method,
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
     let _enter = span.enter();
     tracing::info!(
         status = resp.status().as_u16(),
