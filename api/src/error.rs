@@ -43,7 +43,10 @@ pub enum ApiError {
     Unprocessable(Json<ErrorBody>),
     /// Too many requests
     #[oai(status = 429)]
-    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] Option<String>),
+    TooManyRequests(
+        Json<ErrorBody>,
+        #[oai(header = "Retry-After")] Option<String>,
+    ),
     /// Internal error
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -149,7 +152,10 @@ pub async fn catch_all(err: poem::Error) -> Response {
         );
     }
     if err.downcast_ref::<AuthorizationError>().is_some() {
-        return json_error(StatusCode::UNAUTHORIZED, json!("Could not validate credentials"));
+        return json_error(
+            StatusCode::UNAUTHORIZED,
+            json!("Could not validate credentials"),
+        );
     }
     // Typed errors (`ApiError`, security schemes) already are the response.
     if err.is_from_response() {
@@ -198,11 +204,19 @@ pub fn payload_errors(reason: &str) -> Value {
         Some(f) if missing => {
             json!([{ "type": "missing", "loc": ["body", f], "msg": "Field required", "input": Value::Null }])
         }
-        Some(f) => json!([{ "type": "value_error", "loc": ["body", f], "msg": clean_reason(reason), "input": Value::Null }]),
-        None if reason.contains("EOF") || reason.contains("expected") || reason.contains("JSON") || reason.contains("json") => {
+        Some(f) => {
+            json!([{ "type": "value_error", "loc": ["body", f], "msg": clean_reason(reason), "input": Value::Null }])
+        }
+        None if reason.contains("EOF")
+            || reason.contains("expected")
+            || reason.contains("JSON")
+            || reason.contains("json") =>
+        {
             json!([{ "type": "json_invalid", "loc": ["body", 0], "msg": "JSON decode error", "input": Value::Null, "ctx": {"error": reason} }])
         }
-        None => json!([{ "type": "value_error", "loc": ["body"], "msg": clean_reason(reason), "input": Value::Null }]),
+        None => {
+            json!([{ "type": "value_error", "loc": ["body"], "msg": clean_reason(reason), "input": Value::Null }])
+        }
     }
 }
 

@@ -74,10 +74,7 @@ pub fn app(ctx: Context) -> impl Endpoint {
     let spec_doc = spec::complete(&service.spec());
     metrics::learn_routes(&spec_doc);
     let spec = poem::endpoint::make_sync(move |_| {
-        poem::IntoResponse::with_content_type(
-            spec_doc.clone(),
-            "application/json; charset=utf-8",
-        )
+        poem::IntoResponse::with_content_type(spec_doc.clone(), "application/json; charset=utf-8")
     });
     mambo_core::metrics::install();
     let mut route = Route::new()

@@ -48,7 +48,9 @@ pub async fn edge<E: Endpoint>(
 
     let is_preflight = method == Method::OPTIONS
         && origin.is_some()
-        && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
 
     let mut resp = if is_preflight {
         if allowed {
@@ -64,7 +66,10 @@ pub async fn edge<E: Endpoint>(
                 .cloned()
                 .unwrap_or_else(|| HeaderValue::from_static("*"));
             h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, req_headers);
-            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
             r
         } else {
             crate::error::json_error(
@@ -102,7 +107,10 @@ pub async fn edge<E: Endpoint>(
 
     let h = resp.headers_mut();
     if allowed {
-        if let Some(o) = origin.as_deref().and_then(|o| HeaderValue::from_str(o).ok()) {
+        if let Some(o) = origin
+            .as_deref()
+            .and_then(|o| HeaderValue::from_str(o).ok())
+        {
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
         }
         h.insert(
@@ -115,9 +123,15 @@ pub async fn edge<E: Endpoint>(
         );
     }
     h.append(header::VARY, HeaderValue::from_static("Origin"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("x-xss-protection", HeaderValue::from_static("1; mode=block"));
+    h.insert(
+        "x-xss-protection",
+        HeaderValue::from_static("1; mode=block"),
+    );
     h.insert(
         "referrer-policy",
         HeaderValue::from_static("strict-origin-when-cross-origin"),

@@ -105,11 +105,18 @@ fn check(schema: &'static Value, value: &Value, loc: &mut Vec<Value>, errors: &m
     }
     if let Some(variants) = schema.get("enum").and_then(Value::as_array) {
         if !variants.contains(value) {
-            let names: Vec<String> = variants.iter().map(|v| format!("'{}'", v.as_str().unwrap_or(""))).collect();
+            let names: Vec<String> = variants
+                .iter()
+                .map(|v| format!("'{}'", v.as_str().unwrap_or("")))
+                .collect();
             let msg = match names.len() {
                 0 => "Input should be a valid value".to_string(),
                 1 => format!("Input should be {}", names[0]),
-                n => format!("Input should be {} or {}", names[..n - 1].join(", "), names[n - 1]),
+                n => format!(
+                    "Input should be {} or {}",
+                    names[..n - 1].join(", "),
+                    names[n - 1]
+                ),
             };
             err(errors, "enum", loc, msg, value);
         }
@@ -123,7 +130,17 @@ fn check(schema: &'static Value, value: &Value, loc: &mut Vec<Value>, errors: &m
                 } else {
                     "Input should be a valid dictionary"
                 };
-                err(errors, if loc.len() == 1 { "model_attributes_type" } else { "dict_type" }, loc, msg.into(), value);
+                err(
+                    errors,
+                    if loc.len() == 1 {
+                        "model_attributes_type"
+                    } else {
+                        "dict_type"
+                    },
+                    loc,
+                    msg.into(),
+                    value,
+                );
                 return;
             };
             static EMPTY: OnceLock<Map<String, Value>> = OnceLock::new();
@@ -139,9 +156,13 @@ fn check(schema: &'static Value, value: &Value, loc: &mut Vec<Value>, errors: &m
             for (name, prop) in props {
                 loc.push(json!(name));
                 match obj.get(name) {
-                    None if required.contains(&name.as_str()) => {
-                        err(errors, "missing", loc, "Field required".into(), &Value::Object(obj.clone()))
-                    }
+                    None if required.contains(&name.as_str()) => err(
+                        errors,
+                        "missing",
+                        loc,
+                        "Field required".into(),
+                        &Value::Object(obj.clone()),
+                    ),
                     None => {}
                     Some(v) => check(prop, v, loc, errors),
                 }
@@ -150,17 +171,43 @@ fn check(schema: &'static Value, value: &Value, loc: &mut Vec<Value>, errors: &m
         }
         "array" => {
             let Some(items) = value.as_array() else {
-                err(errors, "list_type", loc, "Input should be a valid list".into(), value);
+                err(
+                    errors,
+                    "list_type",
+                    loc,
+                    "Input should be a valid list".into(),
+                    value,
+                );
                 return;
             };
             if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
                 if (items.len() as u64) < min {
-                    err(errors, "too_short", loc, format!("List should have at least {min} item{} after validation, not {}", if min == 1 { "" } else { "s" }, items.len()), value);
+                    err(
+                        errors,
+                        "too_short",
+                        loc,
+                        format!(
+                            "List should have at least {min} item{} after validation, not {}",
+                            if min == 1 { "" } else { "s" },
+                            items.len()
+                        ),
+                        value,
+                    );
                 }
             }
             if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
                 if (items.len() as u64) > max {
-                    err(errors, "too_long", loc, format!("List should have at most {max} item{} after validation, not {}", if max == 1 { "" } else { "s" }, items.len()), value);
+                    err(
+                        errors,
+                        "too_long",
+                        loc,
+                        format!(
+                            "List should have at most {max} item{} after validation, not {}",
+                            if max == 1 { "" } else { "s" },
+                            items.len()
+                        ),
+                        value,
+                    );
                 }
             }
             if let Some(item_schema) = schema.get("items") {
@@ -172,41 +219,91 @@ fn check(schema: &'static Value, value: &Value, loc: &mut Vec<Value>, errors: &m
             }
         }
         "string" => match value.as_str() {
-            None => err(errors, "string_type", loc, "Input should be a valid string".into(), value),
+            None => err(
+                errors,
+                "string_type",
+                loc,
+                "Input should be a valid string".into(),
+                value,
+            ),
             Some(s) => {
                 let n = s.chars().count() as u64;
                 if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
                     if n < min {
-                        err(errors, "string_too_short", loc, format!("String should have at least {min} character{}", if min == 1 { "" } else { "s" }), value);
+                        err(
+                            errors,
+                            "string_too_short",
+                            loc,
+                            format!(
+                                "String should have at least {min} character{}",
+                                if min == 1 { "" } else { "s" }
+                            ),
+                            value,
+                        );
                     }
                 }
                 if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
                     if n > max {
-                        err(errors, "string_too_long", loc, format!("String should have at most {max} character{}", if max == 1 { "" } else { "s" }), value);
+                        err(
+                            errors,
+                            "string_too_long",
+                            loc,
+                            format!(
+                                "String should have at most {max} character{}",
+                                if max == 1 { "" } else { "s" }
+                            ),
+                            value,
+                        );
                     }
                 }
-                if schema.get("format").and_then(Value::as_str) == Some("uuid") && uuid::Uuid::parse_str(s).is_err() {
-                    err(errors, "uuid_parsing", loc, "Input should be a valid UUID".into(), value);
+                if schema.get("format").and_then(Value::as_str) == Some("uuid")
+                    && uuid::Uuid::parse_str(s).is_err()
+                {
+                    err(
+                        errors,
+                        "uuid_parsing",
+                        loc,
+                        "Input should be a valid UUID".into(),
+                        value,
+                    );
                 }
             }
         },
         "integer" => {
             if !(value.is_i64() || value.is_u64()) {
-                err(errors, "int_type", loc, "Input should be a valid integer".into(), value);
+                err(
+                    errors,
+                    "int_type",
+                    loc,
+                    "Input should be a valid integer".into(),
+                    value,
+                );
             } else {
                 range(schema, value, loc, errors);
             }
         }
         "number" => {
             if !value.is_number() {
-                err(errors, "float_type", loc, "Input should be a valid number".into(), value);
+                err(
+                    errors,
+                    "float_type",
+                    loc,
+                    "Input should be a valid number".into(),
+                    value,
+                );
             } else {
                 range(schema, value, loc, errors);
             }
         }
         "boolean" => {
             if !value.is_boolean() {
-                err(errors, "bool_type", loc, "Input should be a valid boolean".into(), value);
+                err(
+                    errors,
+                    "bool_type",
+                    loc,
+                    "Input should be a valid boolean".into(),
+                    value,
+                );
             }
         }
         _ => {}
@@ -217,12 +314,24 @@ fn range(schema: &Value, value: &Value, loc: &[Value], errors: &mut Vec<Value>) 
     let v = value.as_f64().unwrap_or(0.0);
     if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
         if v < min {
-            err(errors, "greater_than_equal", loc, format!("Input should be greater than or equal to {min}"), value);
+            err(
+                errors,
+                "greater_than_equal",
+                loc,
+                format!("Input should be greater than or equal to {min}"),
+                value,
+            );
         }
     }
     if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
         if v > max {
-            err(errors, "less_than_equal", loc, format!("Input should be less than or equal to {max}"), value);
+            err(
+                errors,
+                "less_than_equal",
+                loc,
+                format!("Input should be less than or equal to {max}"),
+                value,
+            );
         }
     }
 }

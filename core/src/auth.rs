@@ -193,7 +193,8 @@ mod tests {
     fn legacy_token_without_type_is_an_access_token() {
         let c = config();
         let id = Uuid::new_v4();
-        let claims = serde_json::json!({"sub": id.to_string(), "exp": chrono::Utc::now().timestamp() + 60});
+        let claims =
+            serde_json::json!({"sub": id.to_string(), "exp": chrono::Utc::now().timestamp() + 60});
         let t = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,

@@ -28,8 +28,10 @@ impl Clock {
     /// Moves the clock so that `now()` is (approximately) `at`.
     pub fn set(&self, at: DateTime<Utc>) {
         let delta = at - Utc::now();
-        self.offset_us
-            .store(delta.num_microseconds().unwrap_or(i64::MAX), Ordering::Relaxed);
+        self.offset_us.store(
+            delta.num_microseconds().unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     pub fn advance(&self, by: chrono::Duration) {

@@ -261,9 +261,11 @@ impl Config {
         Ok(Self {
             host: get("HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port,
-            database_url: Secret::new(get("DATABASE_URL").unwrap_or_else(|| {
-                "postgresql://admin:admin@localhost:5432/themamboinn".into()
-            })),
+            database_url: Secret::new(
+                get("DATABASE_URL").unwrap_or_else(|| {
+                    "postgresql://admin:admin@localhost:5432/themamboinn".into()
+                }),
+            ),
             redis_url: Secret::new(redis_url),
             redis_namespace: get("REDIS_NAMESPACE").unwrap_or_else(|| "mambo".into()),
             secret_key,

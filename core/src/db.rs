@@ -36,7 +36,9 @@ pub async fn create_database_if_missing(url: &str) -> anyhow::Result<bool> {
             .await?;
     if !exists {
         let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await?;
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await?;
     }
     Ok(!exists)
 }

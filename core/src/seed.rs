@@ -263,8 +263,24 @@ pub async fn seed(pool: &PgPool) -> Result<SeedReport> {
         }
     }
     for (email, password, role, first, last, username, pro) in [
-        (ADMIN_EMAIL, ADMIN_PASSWORD, "admin", "Ada", "Admin", "admin", true),
-        (STUDENT_EMAIL, STUDENT_PASSWORD, "student", "Sam", "Student", "sam_student", false),
+        (
+            ADMIN_EMAIL,
+            ADMIN_PASSWORD,
+            "admin",
+            "Ada",
+            "Admin",
+            "admin",
+            true,
+        ),
+        (
+            STUDENT_EMAIL,
+            STUDENT_PASSWORD,
+            "student",
+            "Sam",
+            "Student",
+            "sam_student",
+            false,
+        ),
     ] {
         let exists: bool = sqlx::query_scalar("SELECT EXISTS(SELECT 1 FROM users WHERE email=$1)")
             .bind(email)
@@ -281,10 +297,12 @@ pub async fn seed(pool: &PgPool) -> Result<SeedReport> {
         let id = create_user(&mut tx, &nu).await?;
         economy::credit(&mut tx, id, 15, economy::reason::NEW_USER_BONUS, None, None).await?;
         if pro {
-            sqlx::query("UPDATE subscriptions SET status='active', tier='performer' WHERE user_id=$1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE subscriptions SET status='active', tier='performer' WHERE user_id=$1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         }
         report.users_created += 1;
     }

@@ -54,13 +54,19 @@ impl HealthApi {
         .await
         .map(|r| r.is_ok())
         .unwrap_or(false);
-        let redis_ok = tokio::time::timeout(std::time::Duration::from_secs(3), state.ctx.redis.ping())
-            .await
-            .map(|r| r.is_ok())
-            .unwrap_or(false);
+        let redis_ok =
+            tokio::time::timeout(std::time::Duration::from_secs(3), state.ctx.redis.ping())
+                .await
+                .map(|r| r.is_ok())
+                .unwrap_or(false);
         let s = |ok: bool| if ok { "ok" } else { "down" }.to_string();
         let body = HealthStatus {
-            status: if db_ok && redis_ok { "healthy" } else { "unhealthy" }.into(),
+            status: if db_ok && redis_ok {
+                "healthy"
+            } else {
+                "unhealthy"
+            }
+            .into(),
             database: s(db_ok),
             redis: s(redis_ok),
         };

@@ -1,18 +1,18 @@
 //! One API struct per area of API.md §3, combined into one OpenAPI service.
 
-pub mod health;
-pub mod payments;
-pub mod badges;
-pub mod submissions;
-pub mod ai;
-pub mod community;
-pub mod claves;
-pub mod mux;
-pub mod uploads;
 pub mod admin;
-pub mod courses;
-pub mod users;
+pub mod ai;
 pub mod auth;
+pub mod badges;
+pub mod claves;
+pub mod community;
+pub mod courses;
+pub mod health;
+pub mod mux;
+pub mod payments;
+pub mod submissions;
+pub mod uploads;
+pub mod users;
 
 use poem_openapi::Tags;
 
