@@ -47,6 +47,8 @@ struct FakeState {
     answers: HashMap<String, Value>,
     /// Calls without an idempotency key.
     keyless: usize,
+    /// Calls that repeated an idempotency key (answered from the cache).
+    replays: usize,
 }
 
 #[derive(Clone)]
@@ -103,9 +105,10 @@ impl Respond for FakeResend {
             st.keyless += 1;
             return ResponseTemplate::new(400);
         };
-        if let Some(answer) = st.answers.get(&key) {
+        if let Some(answer) = st.answers.get(&key).cloned() {
+            st.replays += 1;
             return ResponseTemplate::new(200)
-                .set_body_json(answer.clone())
+                .set_body_json(answer)
                 .set_delay(self.delay);
         }
         let emails: Vec<Value> = serde_json::from_slice(&req.body).expect("a JSON array");
@@ -238,21 +241,21 @@ async fn broadcast_survives_a_killed_worker_and_sends_each_recipient_once() {
     let fake = FakeResend::new(Duration::from_millis(300));
     let server = fake.mount().await;
     let app = spawn_app(&server.uri()).await;
-    // 420 waitlist users, 14 of them unsubscribed, plus students who are not in the audience.
-    seed_waitlist(&app, "wl", 420, 30).await;
+    // 2400 waitlist users, 80 of them unsubscribed, plus students who are not in the audience.
+    seed_waitlist(&app, "wl", 2400, 30).await;
     let student = app.student().await;
     let expected = subscribed_waitlist_emails(&app).await;
-    assert_eq!(expected.len(), 406);
+    assert_eq!(expected.len(), 2320);
 
     let plan = broadcast::prepare(&app.ctx, &request(TEMPLATE, launch_vars()), false)
         .await
         .unwrap();
     let id = plan.broadcast_id.unwrap();
     assert!(!plan.resumed);
-    assert_eq!(plan.audience_size, 420);
-    assert_eq!(plan.unsubscribed, 14);
-    assert_eq!(plan.new_recipients, 406);
-    assert_eq!(plan.batches_queued, 5);
+    assert_eq!(plan.audience_size, 2400);
+    assert_eq!(plan.unsubscribed, 80);
+    assert_eq!(plan.new_recipients, 2320);
+    assert_eq!(plan.batches_queued, 24);
 
     // A worker starts sending and is killed after a couple of batches.
     let (worker, pool, _stop) = start_worker(&app.ctx.config).await;
@@ -270,7 +273,7 @@ async fn broadcast_survives_a_killed_worker_and_sends_each_recipient_once() {
     pool.close().await; // the dead process's connections go away
     let midway = broadcast::counts(&app.ctx, id).await.unwrap();
     assert!(midway.pending > 0, "interrupted too late: {midway:?}");
-    assert!(midway.sent < 406);
+    assert!(midway.sent < 2320);
 
     // The command is run again: it resumes the same broadcast and re-queues
     // what is pending; a new worker finishes.
@@ -283,7 +286,7 @@ async fn broadcast_survives_a_killed_worker_and_sends_each_recipient_once() {
     assert!(plan.batches_queued >= 1);
     let (worker, pool, stop) = start_worker(&app.ctx.config).await;
     let done = wait_for_counts(&app.ctx, id, 90, |c| c.pending == 0).await;
-    assert_eq!(done.sent, 406, "{done:?}");
+    assert_eq!(done.sent, 2320, "{done:?}");
     assert_eq!(done.failed, 0);
 
     // Every subscribed waitlist member got it exactly once; nobody else did.
@@ -293,6 +296,9 @@ async fn broadcast_survives_a_killed_worker_and_sends_each_recipient_once() {
     assert_eq!(unique, expected);
     assert!(!unique.contains(&student.email));
     assert_eq!(fake.state.lock().unwrap().keyless, 0);
+    // The unrecorded batch was sent again with the same idempotency key, so
+    // Resend answered from its cache instead of sending twice.
+    assert!(fake.state.lock().unwrap().replays >= 1);
 
     // Each recipient row is recorded with the address and Resend's id.
     let (rows, with_ids): (i64, i64) = sqlx::query_as(
@@ -303,7 +309,7 @@ async fn broadcast_survives_a_killed_worker_and_sends_each_recipient_once() {
     .fetch_one(app.db())
     .await
     .unwrap();
-    assert_eq!((rows, with_ids), (406, 406));
+    assert_eq!((rows, with_ids), (2320, 2320));
     let unsubscribed_rows: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM broadcast_recipients r JOIN users u ON u.id = r.user_id
          WHERE r.broadcast_id = $1 AND u.email_unsubscribed",
@@ -323,10 +329,10 @@ async fn broadcast_survives_a_killed_worker_and_sends_each_recipient_once() {
     assert_eq!(plan.new_recipients, 3);
     assert_eq!(plan.batches_queued, 1);
     let done = wait_for_counts(&app.ctx, id, 60, |c| c.pending == 0).await;
-    assert_eq!(done.sent, 409);
+    assert_eq!(done.sent, 2323);
     assert_eq!(fake.calls(), calls_before + 1);
     let delivered = fake.delivered();
-    assert_eq!(delivered.len(), 409);
+    assert_eq!(delivered.len(), 2323);
     assert_eq!(
         delivered.iter().filter(|e| e.starts_with("late")).count(),
         3
