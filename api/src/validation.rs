@@ -41,11 +41,10 @@ fn resolve(schema: &'static Value) -> Option<&'static Value> {
         let name = r.rsplit('/').next()?;
         return spec().get("components")?.get("schemas")?.get(name);
     }
-    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
-        if let Some(first) = all.first() {
+    if let Some(all) = schema.get("allOf").and_then(Value::as_array)
+        && let Some(first) = all.first() {
             return resolve(first);
         }
-    }
     Some(schema)
 }
 
@@ -180,8 +179,8 @@ fn check(schema: &'static Value, value: &Value, loc: &mut Vec<Value>, errors: &m
                 );
                 return;
             };
-            if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
-                if (items.len() as u64) < min {
+            if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
+                && (items.len() as u64) < min {
                     err(
                         errors,
                         "too_short",
@@ -194,9 +193,8 @@ fn check(schema: &'static Value, value: &Value, loc: &mut Vec<Value>, errors: &m
                         value,
                     );
                 }
-            }
-            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
-                if (items.len() as u64) > max {
+            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+                && (items.len() as u64) > max {
                     err(
                         errors,
                         "too_long",
@@ -209,7 +207,6 @@ fn check(schema: &'static Value, value: &Value, loc: &mut Vec<Value>, errors: &m
                         value,
                     );
                 }
-            }
             if let Some(item_schema) = schema.get("items") {
                 for (i, v) in items.iter().enumerate() {
                     loc.push(json!(i));
@@ -228,8 +225,8 @@ fn check(schema: &'static Value, value: &Value, loc: &mut Vec<Value>, errors: &m
             ),
             Some(s) => {
                 let n = s.chars().count() as u64;
-                if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
-                    if n < min {
+                if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
+                    && n < min {
                         err(
                             errors,
                             "string_too_short",
@@ -241,9 +238,8 @@ fn check(schema: &'static Value, value: &Value, loc: &mut Vec<Value>, errors: &m
                             value,
                         );
                     }
-                }
-                if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
-                    if n > max {
+                if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
+                    && n > max {
                         err(
                             errors,
                             "string_too_long",
@@ -255,7 +251,6 @@ fn check(schema: &'static Value, value: &Value, loc: &mut Vec<Value>, errors: &m
                             value,
                         );
                     }
-                }
                 if schema.get("format").and_then(Value::as_str) == Some("uuid")
                     && uuid::Uuid::parse_str(s).is_err()
                 {
@@ -295,8 +290,8 @@ fn check(schema: &'static Value, value: &Value, loc: &mut Vec<Value>, errors: &m
                 range(schema, value, loc, errors);
             }
         }
-        "boolean" => {
-            if !value.is_boolean() {
+        "boolean"
+            if !value.is_boolean() => {
                 err(
                     errors,
                     "bool_type",
@@ -305,15 +300,14 @@ fn check(schema: &'static Value, value: &Value, loc: &mut Vec<Value>, errors: &m
                     value,
                 );
             }
-        }
         _ => {}
     }
 }
 
 fn range(schema: &Value, value: &Value, loc: &[Value], errors: &mut Vec<Value>) {
     let v = value.as_f64().unwrap_or(0.0);
-    if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
-        if v < min {
+    if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
+        && v < min {
             err(
                 errors,
                 "greater_than_equal",
@@ -322,9 +316,8 @@ fn range(schema: &Value, value: &Value, loc: &[Value], errors: &mut Vec<Value>) 
                 value,
             );
         }
-    }
-    if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
-        if v > max {
+    if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
+        && v > max {
             err(
                 errors,
                 "less_than_equal",
@@ -333,5 +326,4 @@ fn range(schema: &Value, value: &Value, loc: &[Value], errors: &mut Vec<Value>) 
                 value,
             );
         }
-    }
 }

@@ -14,7 +14,6 @@ pub use reqwest::StatusCode;
 
 pub mod s3;
 
-
 fn pg_base() -> String {
     std::env::var("TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
@@ -66,7 +65,9 @@ async fn template() -> String {
                     let pool = mambo_core::db::connect(&format!("{}/{tmp}", pg_base()), 2)
                         .await
                         .unwrap();
-                    mambo_core::db::migrate(&pool).await.expect("migrations apply");
+                    mambo_core::db::migrate(&pool)
+                        .await
+                        .expect("migrations apply");
                     pool.close().await;
                 }
                 sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -392,9 +393,14 @@ impl TestApp {
         let n = uuid::Uuid::new_v4().simple().to_string();
         let email = format!("user{}@example.com", &n[..12]);
         let password = "Passw0rd123".to_string();
-        let mut nu = mambo_core::users::NewUser::student(&email, "Test", &format!("User{}", &n[..4]));
+        let mut nu =
+            mambo_core::users::NewUser::student(&email, "Test", &format!("User{}", &n[..4]));
         nu.role = spec.role.into();
-        nu.username = Some(spec.username.clone().unwrap_or_else(|| format!("u_{}", &n[..12])));
+        nu.username = Some(
+            spec.username
+                .clone()
+                .unwrap_or_else(|| format!("u_{}", &n[..12])),
+        );
         // A cheap bcrypt hash keeps tests fast; it is a valid legacy hash.
         nu.hashed_password = Some(bcrypt::hash(&password, 4).unwrap());
         let mut tx = self.db().begin().await.unwrap();
@@ -455,17 +461,19 @@ impl TestApp {
 
     /// The user's balance and the sum of their ledger, for invariant checks.
     pub async fn balance_and_ledger(&self, id: uuid::Uuid) -> (i64, i64) {
-        let b: i32 = sqlx::query_scalar("SELECT current_claves FROM user_profiles WHERE user_id=$1")
-            .bind(id)
-            .fetch_one(self.db())
-            .await
-            .unwrap();
-        let s: Option<i64> =
-            sqlx::query_scalar("SELECT SUM(amount)::bigint FROM clave_transactions WHERE user_id=$1")
+        let b: i32 =
+            sqlx::query_scalar("SELECT current_claves FROM user_profiles WHERE user_id=$1")
                 .bind(id)
                 .fetch_one(self.db())
                 .await
                 .unwrap();
+        let s: Option<i64> = sqlx::query_scalar(
+            "SELECT SUM(amount)::bigint FROM clave_transactions WHERE user_id=$1",
+        )
+        .bind(id)
+        .fetch_one(self.db())
+        .await
+        .unwrap();
         (b as i64, s.unwrap_or(0))
     }
 }

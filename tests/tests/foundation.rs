@@ -70,7 +70,10 @@ async fn cors_preflight_allowed_and_denied() {
         .request(reqwest::Method::OPTIONS, app.url("/api/auth/me"))
         .header("Origin", "http://localhost:3000")
         .header("Access-Control-Request-Method", "GET")
-        .header("Access-Control-Request-Headers", "authorization,content-type")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization,content-type",
+        )
         .send()
         .await
         .unwrap();
@@ -78,8 +81,18 @@ async fn cors_preflight_allowed_and_denied() {
     let h = r.headers();
     assert_eq!(h["access-control-allow-origin"], "http://localhost:3000");
     assert_eq!(h["access-control-allow-credentials"], "true");
-    assert!(h["access-control-allow-methods"].to_str().unwrap().contains("PATCH"));
-    assert!(h["access-control-allow-headers"].to_str().unwrap().contains("authorization"));
+    assert!(
+        h["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("PATCH")
+    );
+    assert!(
+        h["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("authorization")
+    );
 
     let r = app
         .client
@@ -102,7 +115,10 @@ async fn cors_preflight_allowed_and_denied() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    assert_eq!(r.headers()["access-control-allow-origin"], "http://localhost:3000");
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
     assert!(
         r.headers()["access-control-expose-headers"]
             .to_str()
@@ -121,7 +137,10 @@ async fn security_headers_on_every_response() {
         assert_eq!(h["x-frame-options"], "DENY");
         assert_eq!(h["x-xss-protection"], "1; mode=block");
         assert_eq!(h["referrer-policy"], "strict-origin-when-cross-origin");
-        assert_eq!(h["permissions-policy"], "geolocation=(), microphone=(), camera=()");
+        assert_eq!(
+            h["permissions-policy"],
+            "geolocation=(), microphone=(), camera=()"
+        );
         assert!(h.get("strict-transport-security").is_none());
         assert!(h.get("x-request-id").is_some());
     }
@@ -286,11 +305,20 @@ async fn migrations_apply_to_an_empty_database_and_seed_twice_is_a_no_op() {
     assert_eq!(first.users_created, 2);
     let snapshot = |pool: sqlx::PgPool| async move {
         let mut v = vec![];
-        for t in ["worlds", "levels", "level_edges", "lessons", "users", "user_profiles", "clave_transactions"] {
-            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {t}")))
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+        for t in [
+            "worlds",
+            "levels",
+            "level_edges",
+            "lessons",
+            "users",
+            "user_profiles",
+            "clave_transactions",
+        ] {
+            let n: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {t}")))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
             v.push(n);
         }
         v
@@ -331,4 +359,3 @@ fn config_refuses_to_start_without_secret_key_outside_development() {
     m.insert("SECRET_KEY".to_string(), "x".to_string());
     assert!(mambo_core::Config::from_map(&m).is_ok());
 }
-

@@ -60,7 +60,11 @@ async fn password_reset_email_is_sent_once_through_the_worker() {
     .expect("the worker sent the email");
     // Give a duplicate delivery a chance to show up before counting.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let got = if got.len() == 1 { sent_requests(&resend).await } else { got };
+    let got = if got.len() == 1 {
+        sent_requests(&resend).await
+    } else {
+        got
+    };
     assert_eq!(got.len(), 1, "exactly one send");
     let req = &got[0];
     assert!(
@@ -73,7 +77,12 @@ async fn password_reset_email_is_sent_once_through_the_worker() {
     let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
     assert_eq!(body["to"], json!([user.email]));
     assert_eq!(body["subject"], "Reset Your Password - The Mambo Guild");
-    assert!(body["html"].as_str().unwrap().contains("/reset-password?token="));
+    assert!(
+        body["html"]
+            .as_str()
+            .unwrap()
+            .contains("/reset-password?token=")
+    );
     // The outbox row is marked relayed; nothing is pending.
     let pending: i64 =
         sqlx::query_scalar("SELECT count(*) FROM job_outbox WHERE relayed_at IS NULL")
