@@ -8,6 +8,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+mod bench;
+mod local_s3;
+
 #[derive(Parser)]
 #[command(name = "mambo", version, about = "The Mambo Guild backend")]
 struct Cli {
@@ -50,6 +53,10 @@ enum Command {
         #[arg(long, default_value = "performer")]
         tier: String,
     },
+    /// Drop, re-create and fill the bench database (`--preset small|large`, size overrides)
+    BenchSeed(bench::SeedArgs),
+    /// Benchmark the release API against the bench database (seeds it when empty)
+    Bench(bench::BenchArgs),
     /// Email a template to an audience through the worker (resumable, nobody twice)
     #[command(long_about = BROADCAST_HELP)]
     Broadcast {
@@ -169,7 +176,7 @@ async fn main() {
     let cli = Cli::parse();
     // The broadcast command draws a progress bar: keep its logs to warnings.
     init_tracing(match cli.command {
-        Command::Broadcast { .. } => "warn",
+        Command::Broadcast { .. } | Command::Bench(_) => "warn",
         _ => "info,sqlx=warn",
     });
     if let Err(e) = run(cli).await {
@@ -184,9 +191,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         writeln!(out, "{}", mambo_api::spec_json())?;
         return Ok(());
     }
+    match &cli.command {
+        Command::BenchSeed(args) => return bench::seed_command(args).await.map(|_| ()),
+        Command::Bench(args) => return bench::bench_command(args.clone()).await,
+        _ => {}
+    }
     let config = Config::from_env()?;
     match cli.command {
-        Command::Openapi => unreachable!(),
+        Command::Openapi | Command::BenchSeed(_) | Command::Bench(_) => unreachable!(),
         Command::Dev => dev(config).await,
         Command::Api => {
             let pool = connect(&config).await?;
@@ -463,6 +475,31 @@ async fn dev(mut config: Config) -> anyhow::Result<()> {
             r.worlds_created, r.lessons_created, r.users_created
         );
     }
+    // No R2 configured: serve uploads from a local S3-compatible server.
+    let _local_s3 = if config.r2.is_none() {
+        let port = std::env::var("LOCAL_S3_PORT")
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(local_s3::DEFAULT_PORT);
+        match local_s3::start(std::path::Path::new(".dev-data/s3"), port).await {
+            Ok(s3) => {
+                config.r2 = Some(s3.r2_config());
+                println!(
+                    "Uploads:  local S3 at http://{} (bucket {}, files in {})",
+                    s3.addr,
+                    local_s3::BUCKET,
+                    s3.root.display()
+                );
+                Some(s3)
+            }
+            Err(e) => {
+                eprintln!("local S3 server not started ({e:#}); image uploads answer 503");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let ctx = Context::new(pool, config)?;
     let shown_host = if ctx.config.host == "0.0.0.0" {
         "localhost"
