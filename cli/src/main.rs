@@ -176,7 +176,7 @@ async fn main() {
     let cli = Cli::parse();
     // The broadcast command draws a progress bar: keep its logs to warnings.
     init_tracing(match cli.command {
-        Command::Broadcast { .. } | Command::Bench(_) => "warn",
+        Command::Broadcast { .. } | Command::Bench(_) | Command::BenchSeed(_) => "warn",
         _ => "info,sqlx=warn",
     });
     if let Err(e) = run(cli).await {

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod ai;
 pub mod auth;
 pub mod badges;
+pub mod bench_seed;
 pub mod broadcast;
 pub mod clock;
 pub mod community;
