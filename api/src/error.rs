@@ -98,6 +98,13 @@ impl From<CoreError> for ApiError {
                 detail,
                 retry_after,
             } => Self::status_detail(status, detail, retry_after),
+            // A NUL byte (or another character PostgreSQL text cannot hold)
+            // in a parameter: the client's input, not a server fault.
+            CoreError::Database(sqlx::Error::Database(db))
+                if matches!(db.code().as_deref(), Some("22021") | Some("22P05")) =>
+            {
+                Self::msg(400, "Invalid characters in request")
+            }
             other => {
                 tracing::error!(error = %other, "internal error");
                 Self::internal()

@@ -83,7 +83,18 @@ pub async fn edge<E: Endpoint>(
         use tracing::Instrument;
         let raw = capture_json_body(&mut req).await;
         let (m, p) = (method.as_str().to_string(), path.clone());
+        let duplicate = raw.as_deref().and_then(duplicate_key);
         async {
+            if let Some(loc) = duplicate {
+                // Which value counts would be a guess: refuse the body.
+                let msg = format!("Duplicate key '{}'", loc.last().cloned().unwrap_or_default());
+                let mut l = vec![serde_json::json!("body")];
+                l.extend(loc.into_iter().map(serde_json::Value::String));
+                return crate::error::json_error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    serde_json::json!([{"type": "json_invalid", "loc": l, "msg": msg, "input": {}}]),
+                );
+            }
             match ep.call(req).await {
                 Ok(r) => r.into_response(),
                 Err(e) => {
@@ -241,4 +252,75 @@ async fn capture_json_body(req: &mut Request) -> Option<Vec<u8>> {
     }
     req.set_body(bytes.clone());
     Some(bytes)
+}
+
+/// The path of the first object key that appears twice in a JSON body, if
+/// any. A body that is not valid JSON is left to the normal parser.
+fn duplicate_key(body: &[u8]) -> Option<Vec<String>> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::fmt;
+
+    struct Walk<'a>(&'a mut Vec<String>, &'a mut Option<Vec<String>>);
+
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0usize;
+            loop {
+                self.0.push(i.to_string());
+                let more = seq.next_element_seed(Walk(self.0, self.1))?.is_some();
+                self.0.pop();
+                if !more {
+                    return Ok(());
+                }
+                i += 1;
+            }
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(k) = map.next_key::<String>()? {
+                self.0.push(k.clone());
+                if !seen.insert(k) && self.1.is_none() {
+                    *self.1 = Some(self.0.clone());
+                }
+                map.next_value_seed(Walk(self.0, self.1))?;
+                self.0.pop();
+            }
+            Ok(())
+        }
+    }
+
+    let mut path = vec![];
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    Walk(&mut path, &mut found).deserialize(&mut de).ok()?;
+    found
 }

@@ -214,6 +214,8 @@ pub struct CreatePostIn {
     feedback_type: Option<String>,
     mux_asset_id: Option<String>,
     mux_playback_id: Option<String>,
+    /// Seconds, not negative
+    #[oai(validator(minimum(value = "0")))]
     video_duration_seconds: Option<i32>,
 }
 
