@@ -31,6 +31,31 @@ use tracing::Instrument;
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// The daily maintenance job: 00:05:00 UTC (the first field is seconds).
 pub const DAILY_MAINTENANCE_SCHEDULE: &str = "0 5 0 * * *";
+
+/// Every 5 minutes: pick up Mux uploads whose webhook never arrived.
+pub const MUX_RECONCILE_SCHEDULE: &str = "0 */5 * * * *";
+
+/// The scheduled jobs, each on its own cron worker.
+#[derive(Clone, Copy, Debug)]
+enum Scheduled {
+    DailyMaintenance,
+    MuxReconcile,
+}
+
+impl Scheduled {
+    fn name(self) -> &'static str {
+        match self {
+            Self::DailyMaintenance => "daily_maintenance",
+            Self::MuxReconcile => "mux_reconcile",
+        }
+    }
+    fn schedule(self) -> &'static str {
+        match self {
+            Self::DailyMaintenance => DAILY_MAINTENANCE_SCHEDULE,
+            Self::MuxReconcile => MUX_RECONCILE_SCHEDULE,
+        }
+    }
+}
 /// How long running jobs get to finish after the shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -83,6 +108,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // Fail early on a bad schedule rather than in a restart loop.
     cron::Schedule::from_str(DAILY_MAINTENANCE_SCHEDULE)?;
+    cron::Schedule::from_str(MUX_RECONCILE_SCHEDULE)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -102,13 +128,11 @@ pub async fn run(
         STREAK_BONUS,
         streak_bonus_task,
     );
-    {
+    for job in [Scheduled::DailyMaintenance, Scheduled::MuxReconcile] {
         let ctx = ctx.clone();
-        tasks.spawn(supervise(
-            "daily_maintenance",
-            stop_rx.clone(),
-            move |name, stop| run_cron_worker(ctx.clone(), name, stop).boxed(),
-        ));
+        tasks.spawn(supervise(job.name(), stop_rx.clone(), move |name, stop| {
+            run_cron_worker(ctx.clone(), job, name, stop).boxed()
+        }));
     }
 
     tracing::info!(
@@ -238,20 +262,22 @@ where
 
 async fn run_cron_worker(
     ctx: Context,
+    job: Scheduled,
     name: String,
     stop: watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
-    let schedule = cron::Schedule::from_str(DAILY_MAINTENANCE_SCHEDULE).map_err(|e| {
+    let schedule = cron::Schedule::from_str(job.schedule()).map_err(|e| {
         WorkerError::IoError(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
     })?;
     let wctx = WorkerContext::new(&name);
     let worker = WorkerBuilder::new(&wctx)
         .backend(CronScheduler::new(schedule))
         .data(ctx)
+        .data(job)
         .layer(CatchPanicLayer::with_panic_handler(on_panic))
         .timeout(Duration::from_secs(600))
         .enable_tracing()
-        .build(daily_maintenance_task);
+        .build(scheduled_task);
     run_until_stopped(worker.run(), &wctx, stop).await
 }
 
@@ -421,10 +447,27 @@ async fn streak_bonus_task(job: StreakBonusJob, ctx: Data<Context>) -> Result<()
     .await
 }
 
-async fn daily_maintenance_task(_tick: Tick, ctx: Data<Context>) -> Result<(), BoxDynError> {
-    let span = tracing::info_span!("job", queue = "daily_maintenance");
-    observe("daily_maintenance", span, async {
-        jobs::daily_maintenance(&ctx).await.map_err(task_error)
+async fn scheduled_task(
+    _tick: Tick,
+    ctx: Data<Context>,
+    job: Data<Scheduled>,
+) -> Result<(), BoxDynError> {
+    let job = *job;
+    let span = tracing::info_span!("job", queue = job.name());
+    observe(job.name(), span, async {
+        match job {
+            Scheduled::DailyMaintenance => jobs::daily_maintenance(&ctx).await,
+            Scheduled::MuxReconcile => {
+                jobs::handle_mux_sync(
+                    &ctx,
+                    &MuxSyncJob {
+                        action: mambo_core::jobs::MuxSyncAction::Reconcile,
+                    },
+                )
+                .await
+            }
+        }
+        .map_err(task_error)
     })
     .await
 }
