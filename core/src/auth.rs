@@ -90,8 +90,22 @@ fn truncate72(password: &str) -> &[u8] {
     &b[..b.len().min(72)]
 }
 
+/// At most one password hash or verification per CPU at a time: argon2id
+/// takes 19 MiB and ~all of a core for tens of milliseconds, so a login flood
+/// queues here (bounded memory) instead of growing the blocking pool.
+fn hash_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        tokio::sync::Semaphore::new(n)
+    })
+}
+
 /// Hashes a new password with argon2id (OWASP parameters), off the async runtime.
 pub async fn hash_password(password: String) -> Result<String> {
+    let _permit = hash_permits().acquire().await.map_err(Error::internal)?;
     tokio::task::spawn_blocking(move || {
         Argon2::default()
             .hash_password(password.as_bytes())
@@ -99,7 +113,7 @@ pub async fn hash_password(password: String) -> Result<String> {
             .map_err(|e| Error::internal(format!("password hashing failed: {e}")))
     })
     .await
-    .map_err(|e| Error::internal(e))?
+    .map_err(Error::internal)?
 }
 
 /// The outcome of checking a password against a stored hash.
@@ -113,6 +127,9 @@ pub enum Verified {
 
 /// Verifies against argon2 or bcrypt (`$2a$`/`$2b$`/`$2y$`) hashes, off the runtime.
 pub async fn verify_password(password: String, hash: String) -> Verified {
+    let Ok(_permit) = hash_permits().acquire().await else {
+        return Verified::No;
+    };
     tokio::task::spawn_blocking(move || verify_password_sync(&password, &hash))
         .await
         .unwrap_or(Verified::No)

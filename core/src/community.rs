@@ -600,10 +600,20 @@ async fn feed_rows(conn: &mut PgConnection, q: &FeedQuery) -> Result<Vec<PostRow
     } else {
         format!("WHERE {}", conds.join(" AND "))
     };
+    // The page's ids first (an index-only scan of the (created_at, id) index,
+    // so a deep OFFSET skips index entries, not joined rows), then the joins
+    // for those rows only.
     let sql = format!(
-        "SELECT {} {POST_JOINS} {filter}
-         ORDER BY p.created_at DESC, p.id DESC
-         OFFSET $1 LIMIT $2",
+        "WITH page AS (
+             SELECT p.id, p.created_at FROM posts p {filter}
+             ORDER BY p.created_at DESC, p.id DESC
+             OFFSET $1 LIMIT $2
+         )
+         SELECT {} FROM page
+         JOIN posts p ON p.id = page.id
+         LEFT JOIN user_profiles pr ON pr.user_id = p.user_id
+         LEFT JOIN subscriptions s ON s.user_id = p.user_id
+         ORDER BY page.created_at DESC, page.id DESC",
         post_columns()
     );
     let mut query = sqlx::query_as::<_, PostRow>(sqlx::AssertSqlSafe(sql))
