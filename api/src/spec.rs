@@ -55,7 +55,104 @@ pub fn complete(spec: &str) -> String {
             }
         }
     }
+    mark_nullable(&mut doc);
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_string())
+}
+
+/// One server-sent event: `data` is a JSON object (API.md §4.16).
+fn sse_event_schema() -> Value {
+    serde_json::json!({
+        "type": "object",
+        "description": "One server-sent event; `data` holds a JSON object such as {\"type\":\"text\",\"content\":\"...\",\"done\":false}",
+        "required": ["data"],
+        "properties": {
+            "event": {"type": "string"},
+            "data": {"type": "string"},
+            "id": {"type": "string"},
+            "retry": {"type": "integer"}
+        }
+    })
+}
+
+/// poem-openapi writes an `Option<T>` field as an optional property, but the
+/// API sends `null` for it (API.md §1.1: nullable fields are always present)
+/// and accepts `null` in requests. Every optional property of an object schema
+/// is therefore marked `nullable` (a `$ref` is wrapped in `allOf` for that).
+fn mark_nullable(doc: &mut Value) {
+    fn walk(schema: &mut Value) {
+        let Some(obj) = schema.as_object_mut() else {
+            return;
+        };
+        let required: HashSet<String> = obj
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| {
+                r.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(props) = obj.get_mut("properties").and_then(Value::as_object_mut) {
+            for (name, prop) in props.iter_mut() {
+                walk(prop);
+                if required.contains(name) {
+                    continue;
+                }
+                if let Some(p) = prop.as_object_mut() {
+                    if let Some(r) = p.remove("$ref") {
+                        p.insert("allOf".into(), serde_json::json!([{ "$ref": r }]));
+                    }
+                    p.insert("nullable".into(), Value::Bool(true));
+                }
+            }
+        }
+        for key in ["items", "additionalProperties"] {
+            if let Some(v) = obj.get_mut(key) {
+                walk(v);
+            }
+        }
+        for key in ["allOf", "anyOf", "oneOf"] {
+            if let Some(list) = obj.get_mut(key).and_then(Value::as_array_mut) {
+                list.iter_mut().for_each(walk);
+            }
+        }
+    }
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        schemas.values_mut().for_each(walk);
+    }
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for item in paths.values_mut() {
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for op in item.values_mut() {
+                for (_, resp) in op
+                    .get_mut("responses")
+                    .and_then(Value::as_object_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    for (media_type, media) in resp
+                        .get_mut("content")
+                        .and_then(Value::as_object_mut)
+                        .into_iter()
+                        .flatten()
+                    {
+                        if media_type.starts_with("text/event-stream") {
+                            // Before OpenAPI 3.2 the schema of an event stream
+                            // describes one event (poem-openapi writes an array).
+                            media["schema"] = sse_event_schema();
+                        } else if let Some(s) = media.get_mut("schema") {
+                            walk(s);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `("get", "/api/users/public/{username}")` → `getUsersPublicByUsername`.
