@@ -96,14 +96,25 @@ pub fn app(ctx: Context) -> impl Endpoint {
 }
 
 /// Serves on an already bound acceptor until `shutdown` completes.
+///
+/// The process also relays its own outbox writes to Redis at once (woken after
+/// each commit), so jobs do not wait for a worker's next relay tick; relays in
+/// several processes share the rows with `FOR UPDATE SKIP LOCKED`.
 pub async fn serve<A: Acceptor + 'static>(
     acceptor: A,
     ctx: Context,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    poem::Server::new_with_acceptor(acceptor)
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let relay = tokio::spawn(mambo_core::jobs::run_relay(ctx.clone(), async move {
+        let _ = stop_rx.await;
+    }));
+    let result = poem::Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(app(ctx), shutdown, Some(std::time::Duration::from_secs(10)))
-        .await
+        .await;
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), relay).await;
+    result
 }
 
 /// Binds `host:port` and serves until `shutdown`.

@@ -465,7 +465,7 @@ async fn join_waitlist_checked(ctx: &Context, input: WaitlistInput) -> Result<Wa
 
         jobs::enqueue(
             &mut tx,
-            &welcome_email(ctx, user_id, &email, &username, &referral_code),
+            &welcome_email(ctx, user_id, &email, &username, &referral_code)?,
         )
         .await?;
         tx.commit().await?;
@@ -504,46 +504,26 @@ async fn award_manual_badge(
 // Emails (plain templates for now)
 // ---------------------------------------------------------------------------
 
-fn escape_html(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 fn welcome_email(
     ctx: &Context,
     user_id: Uuid,
     email: &str,
     username: &str,
     referral_code: &str,
-) -> EmailJob {
+) -> Result<EmailJob> {
     let link = format!("{}/waitlist?ref={}", ctx.config.frontend_url, referral_code);
-    let text = format!(
-        "Welcome to The Mambo Guild!\n\n\
-         Your username @{username} is reserved.\n\n\
-         Invite your friends with your referral link:\n{link}\n\n\
-         See you on the dance floor,\nThe Mambo Guild"
-    );
-    let html = format!(
-        "<div style=\"font-family:Arial,sans-serif;max-width:560px;margin:auto\">\
-         <h1>Welcome to The Mambo Guild</h1>\
-         <p>Your username <strong>@{u}</strong> is reserved.</p>\
-         <p>Invite your friends with your referral link:</p>\
-         <p><a href=\"{l}\">{l}</a></p>\
-         <p>See you on the dance floor,<br>The Mambo Guild</p></div>",
-        u = escape_html(username),
-        l = escape_html(&link),
-    );
-    EmailJob {
+    let r = crate::email_templates::render(
+        "waitlist_welcome",
+        &serde_json::json!({ "username": username, "referral_link": link }),
+    )?;
+    Ok(EmailJob {
         idempotency_key: format!("welcome:{user_id}"),
-        template: "welcome".into(),
+        template: "waitlist_welcome".into(),
         to: vec![email.to_string()],
-        subject: "Welcome to The Mambo Guild".into(),
-        html,
-        text,
-    }
+        subject: r.subject,
+        html: r.html,
+        text: r.text,
+    })
 }
 
 fn expiry_phrase(minutes: i64) -> String {
@@ -555,36 +535,24 @@ fn expiry_phrase(minutes: i64) -> String {
     }
 }
 
-fn reset_email(ctx: &Context, email: &str, token: &str) -> EmailJob {
+fn reset_email(ctx: &Context, email: &str, token: &str) -> Result<EmailJob> {
     let link = format!("{}/reset-password?token={}", ctx.config.frontend_url, token);
-    let expiry = expiry_phrase(ctx.config.password_reset_expire_minutes);
-    let text = format!(
-        "Reset your password\n\n\
-         We received a request to reset the password of your Mambo Guild account.\n\
-         Open this link to choose a new password:\n{link}\n\n\
-         The link expires in {expiry}. If you did not ask for this, ignore this email.\n\n\
-         The Mambo Guild"
-    );
-    let html = format!(
-        "<div style=\"font-family:Arial,sans-serif;max-width:560px;margin:auto\">\
-         <h1>Reset your password</h1>\
-         <p>We received a request to reset the password of your Mambo Guild account.</p>\
-         <p><a href=\"{l}\" style=\"display:inline-block;padding:12px 24px;background:#d4af37;\
-         color:#000;text-decoration:none;border-radius:6px\">Reset password</a></p>\
-         <p>Or copy this link into your browser:<br>{l}</p>\
-         <p>The link expires in {expiry}. If you did not ask for this, ignore this email.</p>\
-         <p>The Mambo Guild</p></div>",
-        l = escape_html(&link),
-    );
+    let r = crate::email_templates::render(
+        "password_reset",
+        &serde_json::json!({
+            "reset_link": link,
+            "expires_in": expiry_phrase(ctx.config.password_reset_expire_minutes),
+        }),
+    )?;
     let digest = hex::encode(Sha256::digest(token.as_bytes()));
-    EmailJob {
+    Ok(EmailJob {
         idempotency_key: format!("password-reset:{}", &digest[..32]),
         template: "password_reset".into(),
         to: vec![email.to_string()],
-        subject: "Reset Your Password - The Mambo Guild".into(),
-        html,
-        text,
-    }
+        subject: r.subject,
+        html: r.html,
+        text: r.text,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -700,7 +668,7 @@ async fn send_reset(ctx: &Context, email: &str) -> Result<()> {
     }
     let token = create_reset_token(ctx, user_id, hash.as_deref());
     let mut tx = ctx.db.begin().await?;
-    jobs::enqueue(&mut tx, &reset_email(ctx, email, &token)).await?;
+    jobs::enqueue(&mut tx, &reset_email(ctx, email, &token)?).await?;
     tx.commit().await?;
     jobs::wake_relay(ctx);
     Ok(())

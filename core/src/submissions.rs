@@ -281,20 +281,12 @@ pub async fn grade(ctx: &Context, grader: Uuid, submission_id: Uuid, g: Grade) -
 
     jobs::enqueue(
         &mut tx,
-        &graded_email(ctx, submission_id, &target, &g, pay_xp),
+        &graded_email(ctx, submission_id, &target, &g, pay_xp)?,
     )
     .await?;
     tx.commit().await?;
     jobs::wake_relay(ctx);
     Ok(())
-}
-
-fn escape_html(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }
 
 /// The "submission graded" email (one per grading decision).
@@ -304,69 +296,34 @@ fn graded_email(
     t: &GradeTarget,
     g: &Grade,
     xp_paid: bool,
-) -> EmailJob {
-    let approved = g.status == "approved";
+) -> Result<EmailJob> {
     let name = t
         .first_name
         .as_deref()
         .filter(|n| !n.trim().is_empty())
         .unwrap_or("dancer");
-    let subject = if approved {
-        format!("Boss Battle passed: {} - The Mambo Guild", t.lesson_title)
-    } else {
-        format!("Boss Battle feedback: {} - The Mambo Guild", t.lesson_title)
-    };
-    let verdict = if approved {
-        "Your Boss Battle submission was approved. Congratulations!"
-    } else {
-        "Your Boss Battle submission needs another take. Check the feedback and try again."
-    };
-    let mut text = format!("Hi {name},\n\n{verdict}\n\nLesson: {}\n", t.lesson_title);
-    let mut html = format!(
-        "<p>Hi {},</p><p>{}</p><p>Lesson: <strong>{}</strong></p>",
-        escape_html(name),
-        escape_html(verdict),
-        escape_html(&t.lesson_title)
-    );
-    if xp_paid {
-        text.push_str(&format!("You earned {BOSS_BATTLE_XP} XP.\n"));
-        html.push_str(&format!(
-            "<p>You earned <strong>{BOSS_BATTLE_XP} XP</strong>.</p>"
-        ));
-    }
-    if let Some(f) = g.feedback_text.as_deref().filter(|f| !f.trim().is_empty()) {
-        text.push_str(&format!("\nInstructor feedback:\n{f}\n"));
-        html.push_str(&format!(
-            "<p>Instructor feedback:</p><blockquote>{}</blockquote>",
-            escape_html(f)
-        ));
-    }
-    if let Some(v) = g
-        .feedback_video_url
-        .as_deref()
-        .filter(|v| !v.trim().is_empty())
-    {
-        text.push_str(&format!("\nVideo feedback: {v}\n"));
-        html.push_str(&format!(
-            "<p>Video feedback: <a href=\"{0}\">{0}</a></p>",
-            escape_html(v)
-        ));
-    }
-    let link = format!("{}/courses", ctx.config.frontend_url.trim_end_matches('/'));
-    text.push_str(&format!("\n{link}\n"));
-    html.push_str(&format!(
-        "<p><a href=\"{0}\">Open The Mambo Guild</a></p>",
-        escape_html(&link)
-    ));
-    EmailJob {
+    let nonblank = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+    let r = crate::email_templates::render(
+        "submission_graded",
+        &serde_json::json!({
+            "approved": g.status == "approved",
+            "first_name": name,
+            "lesson_title": t.lesson_title,
+            "xp_awarded": if xp_paid { Some(BOSS_BATTLE_XP) } else { None },
+            "feedback_text": nonblank(&g.feedback_text),
+            "feedback_video_url": nonblank(&g.feedback_video_url),
+            "courses_link": format!("{}/courses", ctx.config.frontend_url.trim_end_matches('/')),
+        }),
+    )?;
+    Ok(EmailJob {
         // One email per grading decision (a re-grade sends a new one).
         idempotency_key: format!("submission-graded:{submission_id}:{}", Uuid::new_v4()),
         template: "submission_graded".into(),
         to: vec![t.email.clone()],
-        subject,
-        html,
-        text,
-    }
+        subject: r.subject,
+        html: r.html,
+        text: r.text,
+    })
 }
 
 #[cfg(test)]

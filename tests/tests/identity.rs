@@ -900,7 +900,7 @@ async fn waitlist_reserves_username_awards_badges_and_queues_welcome() {
     );
 
     // The welcome email went to the outbox with the referral link.
-    let mail = emails(&app, "welcome").await;
+    let mail = emails(&app, "waitlist_welcome").await;
     assert_eq!(mail.len(), 1);
     assert_eq!(mail[0]["to"], json!(["founder@example.com"]));
     assert_eq!(mail[0]["subject"], "Welcome to The Mambo Guild");
@@ -987,7 +987,7 @@ async fn waitlist_reserves_username_awards_badges_and_queues_welcome() {
             .await
             .unwrap();
     assert_eq!(referred, None);
-    assert_eq!(emails(&app, "welcome").await.len(), 6);
+    assert_eq!(emails(&app, "waitlist_welcome").await.len(), 6);
 }
 
 // ---------------------------------------------------------------------------
