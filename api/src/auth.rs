@@ -67,34 +67,56 @@ pub async fn resolve(req: &Request) -> Option<AuthUser> {
 }
 
 pub async fn resolve_token(req: &Request, token: &str) -> Option<AuthUser> {
-    let state = req.data::<AppState>()?;
-    let id = decode_token(&state.ctx.config, token, TokenKind::Access).ok()?;
+    lookup_token(req, token).await.ok().flatten()
+}
+
+/// The caller for a token: `Ok(None)` when the token or its user is not valid,
+/// `Err` when the database could not be asked (a 503, not a 401: the frontend
+/// drops its token on any 401, which would sign users out during a DB blip).
+async fn lookup_token(req: &Request, token: &str) -> Result<Option<AuthUser>, poem::Error> {
+    let Some(state) = req.data::<AppState>() else {
+        return Ok(None);
+    };
+    let Ok(id) = decode_token(&state.ctx.config, token, TokenKind::Access) else {
+        return Ok(None);
+    };
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT email, role FROM users WHERE id = $1")
             .bind(id)
             .fetch_optional(&state.ctx.db)
             .await
-            .ok()?;
-    let (email, role) = row?;
+            .map_err(|e| {
+                tracing::error!(error = %e, "resolving the caller failed");
+                poem::Error::from_response(json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!("Service temporarily unavailable"),
+                ))
+            })?;
+    let Some((email, role)) = row else {
+        return Ok(None);
+    };
     // The request span (middleware::edge) logs who is calling.
     tracing::Span::current().record("user_id", tracing::field::display(id));
-    Some(AuthUser { id, email, role })
+    Ok(Some(AuthUser { id, email, role }))
 }
 
 async fn check_bearer(req: &Request, _bearer: Bearer) -> poem::Result<AuthUser> {
     match bearer_token(req) {
-        Some(t) => resolve_token(req, &t).await.ok_or_else(unauthorized),
+        Some(t) => lookup_token(req, &t).await?.ok_or_else(unauthorized),
         None => Err(unauthorized()),
     }
 }
 
 async fn check_cookie(req: &Request, _key: ApiKey) -> poem::Result<AuthUser> {
-    if bearer_token(req).is_some() {
-        // A usable bearer token takes precedence and already failed.
-        return Err(unauthorized());
+    if let Some(t) = bearer_token(req) {
+        // A usable bearer token takes precedence and already failed. The
+        // scheme that fails last decides the answer: ask once more, so that a
+        // database error is a 503 (and a dropped connection, retried on a
+        // fresh one, is no error at all) rather than a 401.
+        return lookup_token(req, &t).await?.ok_or_else(unauthorized);
     }
     match cookie_token(req) {
-        Some(t) => resolve_token(req, &t).await.ok_or_else(unauthorized),
+        Some(t) => lookup_token(req, &t).await?.ok_or_else(unauthorized),
         None => Err(unauthorized()),
     }
 }
@@ -121,10 +143,15 @@ pub struct BearerAuth(pub AuthUser);
 pub struct CookieAuth(pub AuthUser);
 
 /// A signed-in user (401 otherwise).
+///
+/// The cookie scheme is tried first but defers to a usable bearer token (see
+/// `check_cookie`), so the bearer token still takes precedence. The bearer
+/// scheme comes last because the last failure is the answer: a missing cookie
+/// must not hide a database error (503) behind a 401.
 #[derive(SecurityScheme)]
 pub enum UserAuth {
-    Bearer(BearerAuth),
     Cookie(CookieAuth),
+    Bearer(BearerAuth),
 }
 
 impl UserAuth {
