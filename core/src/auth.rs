@@ -95,25 +95,69 @@ fn truncate72(password: &str) -> &[u8] {
 /// queues here (bounded memory) instead of growing the blocking pool.
 fn hash_permits() -> &'static tokio::sync::Semaphore {
     static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    PERMITS.get_or_init(|| {
-        let n = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        tokio::sync::Semaphore::new(n)
+    PERMITS.get_or_init(|| tokio::sync::Semaphore::new(hash_threads()))
+}
+
+fn hash_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// A fixed set of hashing threads (one per CPU). Not tokio's blocking pool:
+/// each of its many threads would keep its own malloc arena holding a freed
+/// 19 MiB argon2 block, so the process's memory grew with every new thread
+/// (hundreds of MiB under a login flood). Here the blocks are reused.
+fn hash_pool() -> &'static std::sync::mpsc::Sender<HashJob> {
+    static POOL: std::sync::OnceLock<std::sync::mpsc::Sender<HashJob>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<HashJob>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..hash_threads() {
+            let rx = rx.clone();
+            let _ = std::thread::Builder::new()
+                .name(format!("password-hash-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(guard) => guard.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+        }
+        tx
     })
+}
+
+/// Runs `f` on a hashing thread, at most one per CPU at a time.
+async fn on_hash_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let _permit = hash_permits().acquire().await.ok()?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    hash_pool()
+        .send(Box::new(move || {
+            let _ = tx.send(f());
+        }))
+        .ok()?;
+    rx.await.ok()
 }
 
 /// Hashes a new password with argon2id (OWASP parameters), off the async runtime.
 pub async fn hash_password(password: String) -> Result<String> {
-    let _permit = hash_permits().acquire().await.map_err(Error::internal)?;
-    tokio::task::spawn_blocking(move || {
+    on_hash_thread(move || {
         Argon2::default()
             .hash_password(password.as_bytes())
             .map(|h| h.to_string())
             .map_err(|e| Error::internal(format!("password hashing failed: {e}")))
     })
     .await
-    .map_err(Error::internal)?
+    .ok_or_else(|| Error::internal("password hashing thread unavailable"))?
 }
 
 /// The outcome of checking a password against a stored hash.
@@ -127,10 +171,7 @@ pub enum Verified {
 
 /// Verifies against argon2 or bcrypt (`$2a$`/`$2b$`/`$2y$`) hashes, off the runtime.
 pub async fn verify_password(password: String, hash: String) -> Verified {
-    let Ok(_permit) = hash_permits().acquire().await else {
-        return Verified::No;
-    };
-    tokio::task::spawn_blocking(move || verify_password_sync(&password, &hash))
+    on_hash_thread(move || verify_password_sync(&password, &hash))
         .await
         .unwrap_or(Verified::No)
 }

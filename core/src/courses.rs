@@ -170,21 +170,28 @@ pub async fn world_items(
                 COALESCE(s.module_count, 0)::bigint AS module_count,
                 COALESCE(s.lesson_count, 0)::bigint AS lesson_count,
                 COALESCE(s.duration_sum, 0)::bigint AS duration_sum,
-                COALESCE(s.completed, 0)::bigint AS completed
+                COALESCE(c.completed, 0)::bigint AS completed
          FROM worlds w
          LEFT JOIN (
              SELECT l.world_id,
                     count(DISTINCT l.id) AS module_count,
                     count(le.id) AS lesson_count,
-                    sum(le.duration_minutes) AS duration_sum,
-                    count(up.id) AS completed
+                    sum(le.duration_minutes) AS duration_sum
              FROM levels l
              LEFT JOIN lessons le ON le.level_id = l.id
-             LEFT JOIN user_progress up
-                    ON up.lesson_id = le.id AND up.user_id = $1 AND up.is_completed
              WHERE ($3::uuid IS NULL OR l.world_id = $3)
              GROUP BY l.world_id
          ) s ON s.world_id = w.id
+         -- The caller's completions only (the (user_id, lesson_id) index), not
+         -- a join of every lesson against the whole progress table.
+         LEFT JOIN (
+             SELECT l.world_id, count(*) AS completed
+             FROM user_progress up
+             JOIN lessons le ON le.id = up.lesson_id
+             JOIN levels l ON l.id = le.level_id
+             WHERE up.user_id = $1 AND up.is_completed
+             GROUP BY l.world_id
+         ) c ON c.world_id = w.id
          WHERE ($2 OR w.is_published) AND ($3::uuid IS NULL OR w.id = $3)
          ORDER BY w.order_index, w.id",
     )
