@@ -112,7 +112,8 @@ pub async fn daily_claim(ctx: &Context, user_id: Uuid) -> Result<DailyClaim> {
     .unwrap_or(claimed.unwrap_or(0) as i64);
     let streak = update_streak(&mut tx, user_id, now).await?.unwrap_or(0);
     let mut bonus = None;
-    if streak > 0 && amounts.streak_milestone_every > 0
+    if streak > 0
+        && amounts.streak_milestone_every > 0
         && (streak as i64) % amounts.streak_milestone_every == 0
     {
         let b = amounts.streak_bonus(pro);
