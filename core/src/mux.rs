@@ -132,6 +132,9 @@ impl std::fmt::Debug for MuxClient {
     }
 }
 
+/// `POST /api/mux/upload-url` without Mux credentials (§3.6).
+pub const MSG_VIDEO_NOT_CONFIGURED: &str = "Video service not configured";
+
 /// The Mux client, or 503 `Mux is not configured`.
 pub fn client(ctx: &Context) -> Result<MuxClient> {
     let mux = ctx
@@ -531,7 +534,8 @@ pub async fn create_upload(
     } else {
         admin.ok_or_else(|| Error::unauthorized("Admin access required"))?
     };
-    let mux = client(ctx)?;
+    // §3.6 fixes this endpoint's message; the status is issue 7's 503.
+    let mux = client(ctx).map_err(|_| Error::unavailable(MSG_VIDEO_NOT_CONFIGURED))?;
 
     let mut conn = ctx.db.acquire().await?;
     let (target, labels) = if let Some(raw) = lesson {
