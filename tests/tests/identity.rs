@@ -313,6 +313,94 @@ async fn register_rejects_bad_input_with_the_contract_messages() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_string_fields_are_422_string_type_not_coerced() {
+    // FastAPI/pydantic refuse a number or a boolean where a string is due;
+    // `{"password": 123}` must not reach the login (and answer 401).
+    let app = TestApp::spawn_api_only().await;
+    let user = app.student().await;
+    let string_type = |field: &str, input: Value| {
+        json!({"detail": [{
+            "type": "string_type",
+            "loc": ["body", field],
+            "msg": "Input should be a valid string",
+            "input": input,
+        }]})
+    };
+    let cases: Vec<(&str, Value, &str, Value)> = vec![
+        (
+            "/api/auth/token",
+            json!({"email": user.email, "password": 123}),
+            "password",
+            json!(123),
+        ),
+        (
+            "/api/auth/token",
+            json!({"email": true, "password": "x"}),
+            "email",
+            json!(true),
+        ),
+        (
+            "/api/auth/forgot-password",
+            json!({"email": 5}),
+            "email",
+            json!(5),
+        ),
+        (
+            "/api/auth/reset-password",
+            json!({"token": 1, "new_password": PASSWORD, "confirm_password": PASSWORD}),
+            "token",
+            json!(1),
+        ),
+        (
+            "/api/auth/waitlist",
+            json!({"email": "w@example.com", "username": "waiter", "referrer_code": 7}),
+            "referrer_code",
+            json!(7),
+        ),
+    ];
+    for (path, body, field, input) in cases {
+        let (s, got) = json(app.post(path).json(&body).send().await.unwrap()).await;
+        assert_eq!(
+            (s.as_u16(), got),
+            (422, string_type(field, input)),
+            "{path}"
+        );
+    }
+    let mut b = register_body("n@example.com", "numbers");
+    b["username"] = json!(12345);
+    let (s, got) = json(register(&app, &b).await).await;
+    assert_eq!(
+        (s.as_u16(), got),
+        (422, string_type("username", json!(12345)))
+    );
+
+    let (s, got) = json(
+        app.patch("/api/users/me")
+            .bearer_auth(&user.token)
+            .json(&json!({"username": 123}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), got),
+        (422, string_type("username", json!(123)))
+    );
+    // null still means "unchanged".
+    let (s, _) = json(
+        app.patch("/api/users/me")
+            .bearer_auth(&user.token)
+            .json(&json!({"username": null, "avatar_url": null}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_registrations_get_400_not_500() {
     let app = TestApp::spawn_api_only().await;
     let (b1, b2) = (

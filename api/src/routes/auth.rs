@@ -14,11 +14,31 @@ use poem::Request;
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Form, Json, Response};
+use poem_openapi::types::{ParseError, ParseResult};
 use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 use serde_json::json;
 
 pub struct AuthApi;
+
+/// Request strings are strict, as in FastAPI/pydantic: a number or a boolean
+/// where the contract wants a string is a 422 `string_type`, not silently
+/// turned into text (poem-openapi's `String` would accept `123` as `"123"`).
+pub(crate) fn strict_str(value: Option<serde_json::Value>) -> ParseResult<String> {
+    match value {
+        Some(serde_json::Value::String(s)) => Ok(s),
+        other => Err(ParseError::expected_type(other.unwrap_or_default())),
+    }
+}
+
+/// [`strict_str`] for optional fields: absent or `null` is `None`.
+pub(crate) fn strict_opt_str(value: Option<serde_json::Value>) -> ParseResult<Option<String>> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(ParseError::expected_type(other)),
+    }
+}
 
 // ---------------------------------------------------------------------------
 // Shapes
@@ -58,15 +78,22 @@ fn message(m: &str) -> Json<MessageOut> {
 #[derive(Object, Debug, Clone)]
 #[oai(rename = "RegisterRequest")]
 pub struct RegisterIn {
+    #[oai(deserialize_with = "strict_str")]
     pub email: String,
     /// 3–30 characters: letters, digits, underscores; stored lowercased
+    #[oai(deserialize_with = "strict_str")]
     pub username: String,
     /// 8–72 characters with at least one letter and one digit
+    #[oai(deserialize_with = "strict_str")]
     pub password: String,
+    #[oai(deserialize_with = "strict_str")]
     pub confirm_password: String,
+    #[oai(deserialize_with = "strict_str")]
     pub first_name: String,
+    #[oai(deserialize_with = "strict_str")]
     pub last_name: String,
     /// `Beginner`, `Novice`, `Intermediate` or `Advanced` (anything else is Beginner)
+    #[oai(deserialize_with = "strict_opt_str")]
     pub current_level_tag: Option<String>,
 }
 
@@ -74,7 +101,9 @@ pub struct RegisterIn {
 #[derive(Object, Deserialize, Debug, Clone)]
 #[oai(rename = "LoginRequest")]
 pub struct LoginJson {
+    #[oai(deserialize_with = "strict_str")]
     pub email: String,
+    #[oai(deserialize_with = "strict_str")]
     pub password: String,
 }
 
@@ -102,8 +131,11 @@ pub enum LoginRequest {
 #[derive(Object, Debug, Clone)]
 #[oai(rename = "WaitlistRequest")]
 pub struct WaitlistIn {
+    #[oai(deserialize_with = "strict_str")]
     pub email: String,
+    #[oai(deserialize_with = "strict_str")]
     pub username: String,
+    #[oai(deserialize_with = "strict_opt_str")]
     pub referrer_code: Option<String>,
 }
 
@@ -119,14 +151,18 @@ pub struct WaitlistOut {
 #[derive(Object, Debug, Clone)]
 #[oai(rename = "ForgotPasswordRequest")]
 pub struct ForgotIn {
+    #[oai(deserialize_with = "strict_str")]
     pub email: String,
 }
 
 #[derive(Object, Debug, Clone)]
 #[oai(rename = "ResetPasswordRequest")]
 pub struct ResetIn {
+    #[oai(deserialize_with = "strict_str")]
     pub token: String,
+    #[oai(deserialize_with = "strict_str")]
     pub new_password: String,
+    #[oai(deserialize_with = "strict_str")]
     pub confirm_password: String,
 }
 

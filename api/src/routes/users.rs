@@ -111,8 +111,10 @@ impl From<Profile> for ProfileOut {
 #[oai(rename = "ProfileUpdate")]
 pub struct ProfileUpdateIn {
     /// An https URL on an allowed host, or `""` to clear the avatar
+    #[oai(deserialize_with = "crate::routes::auth::strict_opt_str")]
     pub avatar_url: Option<String>,
     /// 3–30 characters: letters, digits, underscores; stored lowercased
+    #[oai(deserialize_with = "crate::routes::auth::strict_opt_str")]
     pub username: Option<String>,
 }
 
