@@ -13,6 +13,9 @@ use uuid::Uuid;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
+    /// Empty when absent: a signed token without `sub` is "Invalid refresh
+    /// token" (a bad subject), not "Invalid or expired refresh token".
+    #[serde(default)]
     pub sub: String,
     pub exp: i64,
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]

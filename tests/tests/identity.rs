@@ -763,6 +763,25 @@ async fn refresh_rotates_and_failures_clear_cookies() {
             json!({"detail": "Invalid refresh token"})
         )
     );
+    // A signed refresh token without `sub` is also "Invalid refresh token".
+    let no_sub = identity::sign_jwt(
+        &app.ctx.config,
+        &json!({"exp": chrono::Utc::now().timestamp() + 600, "type": "refresh"}),
+    );
+    let resp = app
+        .post("/api/auth/refresh")
+        .header("cookie", format!("refresh_token={no_sub}"))
+        .send()
+        .await
+        .unwrap();
+    check_cleared(set_cookies(&resp));
+    assert_eq!(
+        json(resp).await,
+        (
+            StatusCode::UNAUTHORIZED,
+            json!({"detail": "Invalid refresh token"})
+        )
+    );
     // An expired refresh token.
     let expired = identity::sign_jwt(
         &app.ctx.config,
