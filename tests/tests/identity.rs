@@ -1671,6 +1671,18 @@ async fn google_failures_redirect_to_the_frontend() {
     .await;
     assert_eq!(s, 422);
     assert_eq!(body["detail"][0]["loc"], json!(["query", "state"]));
+    // Both missing: both listed, as FastAPI does.
+    let (s, body) = json(app.get("/api/auth/callback/google").send().await.unwrap()).await;
+    assert_eq!(
+        (s.as_u16(), body),
+        (
+            422,
+            json!({"detail": [
+                {"type": "missing", "loc": ["query", "code"], "msg": "Field required", "input": null},
+                {"type": "missing", "loc": ["query", "state"], "msg": "Field required", "input": null},
+            ]})
+        )
+    );
     // Other providers.
     let (s, body) = json(app.get("/api/auth/login/apple").send().await.unwrap()).await;
     assert_eq!(

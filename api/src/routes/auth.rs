@@ -281,12 +281,13 @@ fn client_id(req: &Request, config: &Config) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn missing_query(name: &str) -> ApiError {
-    ApiError::status_detail(
-        422,
-        json!([{ "type": "missing", "loc": ["query", name], "msg": "Field required", "input": null }]),
-        None,
-    )
+/// FastAPI's 422 listing every missing query parameter.
+fn missing_query(names: &[&str]) -> ApiError {
+    let detail: Vec<serde_json::Value> = names
+        .iter()
+        .map(|name| json!({ "type": "missing", "loc": ["query", name], "msg": "Field required", "input": null }))
+        .collect();
+    ApiError::status_detail(422, json!(detail), None)
 }
 
 // ---------------------------------------------------------------------------
@@ -464,11 +465,15 @@ impl AuthApi {
                 oauth::error_redirect(ctx, oauth::FAILED),
             )));
         }
-        let Some(code) = code.0 else {
-            return Err(missing_query("code"));
-        };
-        let Some(oauth_state) = oauth_state.0 else {
-            return Err(missing_query("state"));
+        let (Some(code), Some(oauth_state)) = (code.0.clone(), oauth_state.0.clone()) else {
+            let missing: Vec<&str> = [
+                ("code", code.0.is_none()),
+                ("state", oauth_state.0.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(name, absent)| absent.then_some(name))
+            .collect();
+            return Err(missing_query(&missing));
         };
         match oauth::callback(ctx, &code, &oauth_state).await {
             Ok(user_id) => {
