@@ -301,8 +301,20 @@ pub async fn update_world(
     non_negative("order_index", input.order_index)?;
     non_negative("total_duration_minutes", input.total_duration_minutes)?;
     let course_type = parse_course_type(input.course_type.as_deref())?;
-    let difficulty = match &input.difficulty {
-        Some(d) => Some(parse_difficulty(d)?),
+    let difficulty = match input.difficulty.as_deref().map(parse_difficulty) {
+        Some(Ok(d)) => Some(d),
+        // The course is looked up first: an unknown id is a 404 whatever the body.
+        Some(Err(e)) => {
+            let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM worlds WHERE id = $1")
+                .bind(id)
+                .fetch_optional(db)
+                .await?;
+            return Err(if exists.is_none() {
+                Error::not_found(COURSE_NOT_FOUND)
+            } else {
+                e
+            });
+        }
         None => None,
     };
     let (desc_set, desc) = input.description.bind_parts();

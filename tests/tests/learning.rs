@@ -893,18 +893,20 @@ async fn admin_course_builder_crud_and_aliases() {
         (StatusCode::BAD_REQUEST, json!("Invalid difficulty: hard"))
     );
     for id in [Uuid::new_v4().to_string(), "zzz".into()] {
-        let (s, e) = call(
-            &app,
-            Method::PUT,
-            &format!("/api/admin/courses/{id}"),
-            a,
-            Some(json!({})),
-        )
-        .await;
-        assert_eq!(
-            (s, e["detail"].clone()),
-            (StatusCode::NOT_FOUND, json!("Course not found"))
-        );
+        for body in [json!({}), json!({"difficulty": "hard"})] {
+            let (s, e) = call(
+                &app,
+                Method::PUT,
+                &format!("/api/admin/courses/{id}"),
+                a,
+                Some(body),
+            )
+            .await;
+            assert_eq!(
+                (s, e["detail"].clone()),
+                (StatusCode::NOT_FOUND, json!("Course not found"))
+            );
+        }
     }
 
     // Levels: appended (frontend) and positioned (course route).
