@@ -387,6 +387,27 @@ async fn non_string_fields_are_422_string_type_not_coerced() {
         (s.as_u16(), got),
         (422, string_type("username", json!(123)))
     );
+    let (s, got) = json(
+        app.put("/api/users/me/badges/reorder")
+            .bearer_auth(&user.token)
+            .json(&json!({"badge_ids": ["a", 2]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), got),
+        (
+            422,
+            json!({"detail": [{
+                "type": "string_type",
+                "loc": ["body", "badge_ids", 1],
+                "msg": "Input should be a valid string",
+                "input": 2,
+            }]})
+        )
+    );
     // null still means "unchanged".
     let (s, _) = json(
         app.patch("/api/users/me")

@@ -31,6 +31,17 @@ pub(crate) fn strict_str(value: Option<serde_json::Value>) -> ParseResult<String
     }
 }
 
+/// [`strict_str`] for lists of strings: `[1, 2]` is a 422 as well.
+pub(crate) fn strict_str_list(value: Option<serde_json::Value>) -> ParseResult<Vec<String>> {
+    match value {
+        Some(serde_json::Value::Array(items)) => items
+            .into_iter()
+            .map(|item| strict_str(Some(item)).map_err(ParseError::propagate))
+            .collect(),
+        other => Err(ParseError::expected_type(other.unwrap_or_default())),
+    }
+}
+
 /// [`strict_str`] for optional fields: absent or `null` is `None`.
 pub(crate) fn strict_opt_str(value: Option<serde_json::Value>) -> ParseResult<Option<String>> {
     match value {

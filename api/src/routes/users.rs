@@ -121,6 +121,7 @@ pub struct ProfileUpdateIn {
 #[derive(Object, Debug, Clone)]
 #[oai(rename = "BadgeReorder")]
 pub struct BadgeReorderIn {
+    #[oai(deserialize_with = "crate::routes::auth::strict_str_list")]
     pub badge_ids: Vec<String>,
 }
 
