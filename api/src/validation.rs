@@ -42,9 +42,10 @@ fn resolve(schema: &'static Value) -> Option<&'static Value> {
         return spec().get("components")?.get("schemas")?.get(name);
     }
     if let Some(all) = schema.get("allOf").and_then(Value::as_array)
-        && let Some(first) = all.first() {
-            return resolve(first);
-        }
+        && let Some(first) = all.first()
+    {
+        return resolve(first);
+    }
     Some(schema)
 }
 
@@ -152,7 +153,16 @@ fn check(schema: &'static Value, value: &Value, loc: &mut Vec<Value>, errors: &m
                 .and_then(Value::as_array)
                 .map(|r| r.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            for (name, prop) in props {
+            // Required fields in their declared order (the spec's `required`
+            // list keeps it), then the optional ones, as FastAPI reports them.
+            let mut ordered: Vec<(&String, &Value)> = props.iter().collect();
+            ordered.sort_by_key(|(name, _)| {
+                required
+                    .iter()
+                    .position(|r| r == name)
+                    .unwrap_or(usize::MAX)
+            });
+            for (name, prop) in ordered {
                 loc.push(json!(name));
                 match obj.get(name) {
                     None if required.contains(&name.as_str()) => err(
@@ -180,33 +190,35 @@ fn check(schema: &'static Value, value: &Value, loc: &mut Vec<Value>, errors: &m
                 return;
             };
             if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
-                && (items.len() as u64) < min {
-                    err(
-                        errors,
-                        "too_short",
-                        loc,
-                        format!(
-                            "List should have at least {min} item{} after validation, not {}",
-                            if min == 1 { "" } else { "s" },
-                            items.len()
-                        ),
-                        value,
-                    );
-                }
+                && (items.len() as u64) < min
+            {
+                err(
+                    errors,
+                    "too_short",
+                    loc,
+                    format!(
+                        "List should have at least {min} item{} after validation, not {}",
+                        if min == 1 { "" } else { "s" },
+                        items.len()
+                    ),
+                    value,
+                );
+            }
             if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
-                && (items.len() as u64) > max {
-                    err(
-                        errors,
-                        "too_long",
-                        loc,
-                        format!(
-                            "List should have at most {max} item{} after validation, not {}",
-                            if max == 1 { "" } else { "s" },
-                            items.len()
-                        ),
-                        value,
-                    );
-                }
+                && (items.len() as u64) > max
+            {
+                err(
+                    errors,
+                    "too_long",
+                    loc,
+                    format!(
+                        "List should have at most {max} item{} after validation, not {}",
+                        if max == 1 { "" } else { "s" },
+                        items.len()
+                    ),
+                    value,
+                );
+            }
             if let Some(item_schema) = schema.get("items") {
                 for (i, v) in items.iter().enumerate() {
                     loc.push(json!(i));
@@ -226,31 +238,33 @@ fn check(schema: &'static Value, value: &Value, loc: &mut Vec<Value>, errors: &m
             Some(s) => {
                 let n = s.chars().count() as u64;
                 if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
-                    && n < min {
-                        err(
-                            errors,
-                            "string_too_short",
-                            loc,
-                            format!(
-                                "String should have at least {min} character{}",
-                                if min == 1 { "" } else { "s" }
-                            ),
-                            value,
-                        );
-                    }
+                    && n < min
+                {
+                    err(
+                        errors,
+                        "string_too_short",
+                        loc,
+                        format!(
+                            "String should have at least {min} character{}",
+                            if min == 1 { "" } else { "s" }
+                        ),
+                        value,
+                    );
+                }
                 if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
-                    && n > max {
-                        err(
-                            errors,
-                            "string_too_long",
-                            loc,
-                            format!(
-                                "String should have at most {max} character{}",
-                                if max == 1 { "" } else { "s" }
-                            ),
-                            value,
-                        );
-                    }
+                    && n > max
+                {
+                    err(
+                        errors,
+                        "string_too_long",
+                        loc,
+                        format!(
+                            "String should have at most {max} character{}",
+                            if max == 1 { "" } else { "s" }
+                        ),
+                        value,
+                    );
+                }
                 if schema.get("format").and_then(Value::as_str) == Some("uuid")
                     && uuid::Uuid::parse_str(s).is_err()
                 {
@@ -290,16 +304,15 @@ fn check(schema: &'static Value, value: &Value, loc: &mut Vec<Value>, errors: &m
                 range(schema, value, loc, errors);
             }
         }
-        "boolean"
-            if !value.is_boolean() => {
-                err(
-                    errors,
-                    "bool_type",
-                    loc,
-                    "Input should be a valid boolean".into(),
-                    value,
-                );
-            }
+        "boolean" if !value.is_boolean() => {
+            err(
+                errors,
+                "bool_type",
+                loc,
+                "Input should be a valid boolean".into(),
+                value,
+            );
+        }
         _ => {}
     }
 }
@@ -307,23 +320,25 @@ fn check(schema: &'static Value, value: &Value, loc: &mut Vec<Value>, errors: &m
 fn range(schema: &Value, value: &Value, loc: &[Value], errors: &mut Vec<Value>) {
     let v = value.as_f64().unwrap_or(0.0);
     if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
-        && v < min {
-            err(
-                errors,
-                "greater_than_equal",
-                loc,
-                format!("Input should be greater than or equal to {min}"),
-                value,
-            );
-        }
+        && v < min
+    {
+        err(
+            errors,
+            "greater_than_equal",
+            loc,
+            format!("Input should be greater than or equal to {min}"),
+            value,
+        );
+    }
     if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
-        && v > max {
-            err(
-                errors,
-                "less_than_equal",
-                loc,
-                format!("Input should be less than or equal to {max}"),
-                value,
-            );
-        }
+        && v > max
+    {
+        err(
+            errors,
+            "less_than_equal",
+            loc,
+            format!("Input should be less than or equal to {max}"),
+            value,
+        );
+    }
 }

@@ -228,6 +228,39 @@ async fn refused_bodies_are_explained_field_by_field() {
         assert!(e["msg"].is_string() && e["loc"][0] == "body", "{b}");
     }
 
+    // Missing fields are listed in the model's field order, as FastAPI does.
+    let (_, spec) = json(app.get("/openapi.json").send().await.unwrap()).await;
+    let schema_ref = spec["paths"]["/api/auth/register"]["post"]["requestBody"]["content"]
+        ["application/json; charset=utf-8"]["schema"]["$ref"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let declared: Vec<String> = spec["components"]["schemas"][&schema_ref]["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let (_, b) = json(
+        app.post("/api/auth/register")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let reported: Vec<String> = b["detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["loc"][1].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(reported, declared, "{b}");
+    assert_eq!(reported[0], "email");
+
     // A JSON array where an object is expected.
     let (s, b) = json(
         app.post("/api/auth/register")
