@@ -206,7 +206,16 @@ async fn enforce_body_limit(req: &mut Request, max: usize) -> Option<Response> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
     {
-        return (len > max as u64).then(too_large);
+        if len <= max as u64 {
+            return None;
+        }
+        // Read a moderately oversized body before answering, so a client that
+        // is still sending gets the 413 instead of a broken pipe; a far larger
+        // one is refused at once.
+        if len <= (max as u64).saturating_mul(4) {
+            let _ = req.take_body().into_bytes_limit(len as usize).await;
+        }
+        return Some(too_large());
     }
     if req.headers().contains_key(header::TRANSFER_ENCODING) {
         let body = req.take_body();
