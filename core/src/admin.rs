@@ -370,18 +370,20 @@ pub async fn update_world(
     admin_world_item(db, admin, id).await
 }
 
+/// Runs a one-row `DELETE ... WHERE id = $1`; `not_found` when no row matched.
+/// The foreign keys cascade to everything hanging off the row.
+async fn delete_row(db: &PgPool, sql: &'static str, id: Uuid, not_found: &str) -> Result<()> {
+    let n = sqlx::query(sql).bind(id).execute(db).await?.rows_affected();
+    if n == 0 {
+        return Err(Error::not_found(not_found));
+    }
+    Ok(())
+}
+
 /// Deletes a world with its levels, lessons, edges and everything hanging off
 /// the lessons (one statement; the foreign keys cascade).
 pub async fn delete_world(db: &PgPool, id: Uuid) -> Result<()> {
-    let n = sqlx::query("DELETE FROM worlds WHERE id = $1")
-        .bind(id)
-        .execute(db)
-        .await?
-        .rows_affected();
-    if n == 0 {
-        return Err(Error::not_found(COURSE_NOT_FOUND));
-    }
-    Ok(())
+    delete_row(db, "DELETE FROM worlds WHERE id = $1", id, COURSE_NOT_FOUND).await
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
@@ -686,15 +688,7 @@ pub async fn set_level_position(
 /// Deletes a level with its edges and lessons (and their progress,
 /// submissions and comments) through the cascading foreign keys.
 pub async fn delete_level(db: &PgPool, id: Uuid) -> Result<()> {
-    let n = sqlx::query("DELETE FROM levels WHERE id = $1")
-        .bind(id)
-        .execute(db)
-        .await?
-        .rows_affected();
-    if n == 0 {
-        return Err(Error::not_found(LEVEL_NOT_FOUND));
-    }
-    Ok(())
+    delete_row(db, "DELETE FROM levels WHERE id = $1", id, LEVEL_NOT_FOUND).await
 }
 
 /// `GET /api/admin/levels/{id}/lessons`: by order_index (then id), with the
@@ -931,15 +925,13 @@ pub async fn update_lesson(db: &PgPool, id: Uuid, input: LessonUpdate) -> Result
 
 /// Deletes a lesson with its progress, submissions and comments (cascade).
 pub async fn delete_lesson(db: &PgPool, id: Uuid) -> Result<()> {
-    let n = sqlx::query("DELETE FROM lessons WHERE id = $1")
-        .bind(id)
-        .execute(db)
-        .await?
-        .rows_affected();
-    if n == 0 {
-        return Err(Error::not_found(LESSON_NOT_FOUND));
-    }
-    Ok(())
+    delete_row(
+        db,
+        "DELETE FROM lessons WHERE id = $1",
+        id,
+        LESSON_NOT_FOUND,
+    )
+    .await
 }
 
 // ---------------------------------------------------------------------------
@@ -1019,15 +1011,13 @@ pub async fn create_edge(
 }
 
 pub async fn delete_edge(db: &PgPool, id: Uuid) -> Result<()> {
-    let n = sqlx::query("DELETE FROM level_edges WHERE id = $1")
-        .bind(id)
-        .execute(db)
-        .await?
-        .rows_affected();
-    if n == 0 {
-        return Err(Error::not_found(EDGE_NOT_FOUND));
-    }
-    Ok(())
+    delete_row(
+        db,
+        "DELETE FROM level_edges WHERE id = $1",
+        id,
+        EDGE_NOT_FOUND,
+    )
+    .await
 }
 
 // ---------------------------------------------------------------------------
