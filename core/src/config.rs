@@ -125,6 +125,17 @@ pub struct Config {
     pub mux_stream_base_url: String,
     /// Economy amounts overridden from `ECONOMY_<NAME>` variables (see `economy`).
     pub economy_overrides: HashMap<String, i64>,
+    /// Seconds between a worker's heartbeats in Redis (`WORKER_HEARTBEAT_SECONDS`, 10).
+    pub worker_heartbeat_seconds: u64,
+    /// Heartbeats a worker may miss before it counts as dead and its in-flight
+    /// jobs are queued again for the live workers (`WORKER_MISSED_HEARTBEATS`, 6:
+    /// a killed worker's jobs run again within about a minute).
+    pub worker_missed_heartbeats: u64,
+    /// Cron schedule (seconds first) of the daily maintenance job
+    /// (`DAILY_MAINTENANCE_SCHEDULE`, `0 5 0 * * *`).
+    pub daily_maintenance_schedule: String,
+    /// Cron schedule of the Mux reconciliation (`MUX_RECONCILE_SCHEDULE`, every 5 minutes).
+    pub mux_reconcile_schedule: String,
 }
 
 impl Config {
@@ -158,6 +169,15 @@ impl Config {
                 Some(v) => v.parse::<i64>().map_err(|e| ConfigError::Invalid {
                     name,
                     reason: format!("{v:?} is not an integer ({e})"),
+                }),
+            }
+        };
+        let positive = |name: &'static str, default: i64| -> Result<u64, ConfigError> {
+            match parse_i64(name, default)? {
+                n if n > 0 => Ok(n as u64),
+                n => Err(ConfigError::Invalid {
+                    name,
+                    reason: format!("{n} is not a positive integer"),
                 }),
             }
         };
@@ -323,6 +343,12 @@ impl Config {
             ),
             mux_stream_base_url: base(get("MUX_STREAM_BASE_URL"), "https://stream.mux.com"),
             economy_overrides,
+            worker_heartbeat_seconds: positive("WORKER_HEARTBEAT_SECONDS", 10)?,
+            worker_missed_heartbeats: positive("WORKER_MISSED_HEARTBEATS", 6)?,
+            daily_maintenance_schedule: get("DAILY_MAINTENANCE_SCHEDULE")
+                .unwrap_or_else(|| "0 5 0 * * *".into()),
+            mux_reconcile_schedule: get("MUX_RECONCILE_SCHEDULE")
+                .unwrap_or_else(|| "0 */5 * * * *".into()),
             environment,
         })
     }

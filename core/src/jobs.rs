@@ -125,9 +125,19 @@ pub fn queue_name(ctx: &Context, queue: &str) -> String {
 
 /// The apalis-redis configuration of one queue. Producer and consumer must agree
 /// on the queue name (apalis' default is the Rust type name), so it is set here.
+///
+/// Liveness: every worker writes a heartbeat to `{queue}:workers` each
+/// `WORKER_HEARTBEAT_SECONDS`; on each heartbeat a live worker moves the
+/// in-flight jobs of workers silent for `WORKER_MISSED_HEARTBEATS` beats back to
+/// the queue. So a job whose worker was killed mid-run (no graceful shutdown)
+/// runs again on a live worker within about heartbeat × (missed + 1) seconds
+/// (70 s by default; apalis' own default is over 5 minutes). Handlers are
+/// idempotent, so the second run has the effect once.
 pub fn redis_config(ctx: &Context, queue: &str) -> apalis_redis::Config {
     apalis_redis::Config::default()
         .queue(queue_name(ctx, queue))
+        .heartbeat_interval(Duration::from_secs(ctx.config.worker_heartbeat_seconds))
+        .missed_heartbeats(ctx.config.worker_missed_heartbeats as usize)
         // apalis-redis turns "no TTL" into `EXPIRE key 0`, which deletes the key at
         // once, so the idempotency keys need an explicit lifetime.
         .idempotency_ttl(Some(IDEMPOTENCY_TTL))

@@ -161,6 +161,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub ctx: Context,
     pub namespace: String,
+    /// The environment the app was configured from (peers reuse it).
+    pub vars: HashMap<String, String>,
     shutdown: Vec<oneshot::Sender<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     // Dropped last: the database.
@@ -214,58 +216,44 @@ impl TestApp {
         for (k, v) in opts.vars {
             vars.insert(k, v);
         }
-        let config = Config::from_map(&vars).expect("test config");
-        let pool = mambo_core::db::connect(&db.url, 10).await.expect("pool");
-        let ctx = Context::new(pool, config).expect("context");
-
-        let acceptor = TcpListener::bind("127.0.0.1:0")
-            .into_acceptor()
-            .await
-            .expect("bind");
-        let addr = acceptor.local_addr()[0]
-            .as_socket_addr()
-            .cloned()
-            .expect("socket addr");
-        let mut shutdown = vec![];
-        let mut tasks = vec![];
-
-        let (tx, rx) = oneshot::channel::<()>();
-        shutdown.push(tx);
-        let api_ctx = ctx.clone();
-        tasks.push(tokio::spawn(async move {
-            let _ = mambo_api::serve(acceptor, api_ctx, async move {
-                let _ = rx.await;
-            })
-            .await;
-        }));
-
-        if opts.worker {
-            let (tx, rx) = oneshot::channel::<()>();
-            shutdown.push(tx);
-            let wctx = ctx.clone();
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = mambo_worker::run(wctx, async move {
-                    let _ = rx.await;
-                })
-                .await
-                {
-                    eprintln!("worker stopped: {e:#}");
-                }
-            }));
-        }
-
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
+        let p = Process::start(&vars, true, opts.worker).await;
         Self {
-            base: format!("http://{addr}"),
-            client,
-            ctx,
+            base: p.base,
+            client: p.client,
+            ctx: p.ctx,
             namespace,
-            shutdown,
-            tasks,
+            vars,
+            shutdown: p.shutdown,
+            tasks: p.tasks,
             db,
+        }
+    }
+
+    /// Another API process and worker process on the same database and Redis
+    /// namespace, configured like this app ("two of everything").
+    pub async fn spawn_peer(&self) -> Peer {
+        self.spawn_peer_with(true, true, &[]).await
+    }
+
+    /// A worker alone on this app's database and namespace (no API; `base` is empty).
+    pub async fn spawn_worker(&self) -> Peer {
+        self.spawn_peer_with(false, true, &[]).await
+    }
+
+    /// A peer process with its own pool and Redis connection: an API when
+    /// `api`, a worker when `worker`, this app's variables plus `extra`.
+    pub async fn spawn_peer_with(&self, api: bool, worker: bool, extra: &[(&str, &str)]) -> Peer {
+        let mut vars = self.vars.clone();
+        for (k, v) in extra {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        let p = Process::start(&vars, api, worker).await;
+        Peer {
+            base: p.base,
+            client: p.client,
+            ctx: p.ctx,
+            shutdown: p.shutdown,
+            tasks: p.tasks,
         }
     }
 
@@ -348,6 +336,138 @@ where
             return None;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// What one process runs: an API server and/or a worker on one context.
+struct Process {
+    base: String,
+    client: reqwest::Client,
+    ctx: Context,
+    shutdown: Vec<oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Process {
+    async fn start(vars: &HashMap<String, String>, api: bool, worker: bool) -> Self {
+        let config = Config::from_map(vars).expect("test config");
+        let pool = mambo_core::db::connect(config.database_url.expose(), 10)
+            .await
+            .expect("pool");
+        let ctx = Context::new(pool, config).expect("context");
+        let mut shutdown = vec![];
+        let mut tasks = vec![];
+        let mut base = String::new();
+
+        if api {
+            let acceptor = TcpListener::bind("127.0.0.1:0")
+                .into_acceptor()
+                .await
+                .expect("bind");
+            let addr = acceptor.local_addr()[0]
+                .as_socket_addr()
+                .cloned()
+                .expect("socket addr");
+            base = format!("http://{addr}");
+            let (tx, rx) = oneshot::channel::<()>();
+            shutdown.push(tx);
+            let api_ctx = ctx.clone();
+            tasks.push(tokio::spawn(async move {
+                let _ = mambo_api::serve(acceptor, api_ctx, async move {
+                    let _ = rx.await;
+                })
+                .await;
+            }));
+        }
+
+        if worker {
+            let (tx, rx) = oneshot::channel::<()>();
+            shutdown.push(tx);
+            let wctx = ctx.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = mambo_worker::run(wctx, async move {
+                    let _ = rx.await;
+                })
+                .await
+                {
+                    eprintln!("worker stopped: {e:#}");
+                }
+            }));
+        }
+
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Self {
+            base,
+            client,
+            ctx,
+            shutdown,
+            tasks,
+        }
+    }
+}
+
+/// A second process (API and/or worker) sharing a [`TestApp`]'s database and
+/// Redis namespace. Dropping it kills it like [`Peer::kill`].
+pub struct Peer {
+    /// The API's base URL (empty for a worker alone).
+    pub base: String,
+    pub client: reqwest::Client,
+    pub ctx: Context,
+    shutdown: Vec<oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Peer {
+    pub fn url(&self, path: &str) -> String {
+        assert!(!self.base.is_empty(), "this peer runs no API");
+        format!("{}{}", self.base, path)
+    }
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.url(path))
+    }
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(self.url(path))
+    }
+    pub fn put(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.put(self.url(path))
+    }
+    pub fn patch(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.patch(self.url(path))
+    }
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.delete(self.url(path))
+    }
+
+    /// Kills the process the hard way, as `kill -9` would: its tasks are
+    /// aborted mid-flight (running jobs included), nothing is shut down
+    /// gracefully and its Redis registrations are left behind.
+    pub async fn kill(mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+        self.shutdown.clear();
+    }
+
+    /// Stops the process gracefully and waits for it.
+    pub async fn stop(mut self) {
+        for tx in self.shutdown.drain(..) {
+            let _ = tx.send(());
+        }
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(15), t).await;
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 

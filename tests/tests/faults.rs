@@ -1,13 +1,17 @@
 //! Faults (issue 11): Redis unreachable while an API serves, PostgreSQL
-//! connections killed under load, and the same webhook delivered 10 times at
-//! once. (Redis down at commit time with a later delivery is also proven in
-//! jobs.rs; the same Stripe event delivered concurrently in payments.rs.)
+//! connections killed under load, the same webhook delivered 10 times at
+//! once, and a worker killed in the middle of a job. (Redis down at commit
+//! time with a later delivery is also proven in jobs.rs; the same Stripe event
+//! delivered concurrently in payments.rs.)
 
-use mambo_tests::{StatusCode, TestApp, eventually, json};
+use mambo_tests::{Options, StatusCode, TestApp, eventually, json};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use uuid::Uuid;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// A second API process over the same database as `app`, whose Redis is
 /// unreachable ("Redis stopped"). Returns its base URL.
@@ -298,4 +302,136 @@ async fn the_same_mux_webhook_delivered_ten_times_at_once_has_one_effect() {
     .await
     .unwrap();
     assert_eq!(jobs, 1, "one badge check for one video");
+}
+
+/// A fake Resend that behaves like the real one for idempotency (the same
+/// `Idempotency-Key` is answered with the same email id and counts as one
+/// delivery) and holds its answer to the first request for a long time, so
+/// that the worker sending it can be killed while the job is in flight.
+#[derive(Clone, Default)]
+struct SlowFirstResend {
+    /// Every request: (Idempotency-Key, JSON body).
+    calls: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl SlowFirstResend {
+    fn calls(&self) -> Vec<(String, Value)> {
+        self.calls.lock().unwrap().clone()
+    }
+    fn email_id(key: &str) -> String {
+        format!("em_{key}")
+    }
+}
+
+impl Respond for SlowFirstResend {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let key = req
+            .headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let mut calls = self.calls.lock().unwrap();
+        calls.push((key.clone(), body));
+        let answer = ResponseTemplate::new(200).set_body_json(json!({"id": Self::email_id(&key)}));
+        if calls.len() == 1 {
+            answer.set_delay(Duration::from_secs(300))
+        } else {
+            answer
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_job_hands_the_job_to_another_worker_and_the_email_goes_out_once() {
+    let fake = SlowFirstResend::default();
+    let resend = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/emails"))
+        .respond_with(fake.clone())
+        .mount(&resend)
+        .await;
+    // The API alone; the workers are separate processes. A worker that misses
+    // 3 heartbeats of 1 s is dead (the defaults are 6 of 10 s).
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        vars: vec![
+            ("RESEND_API_KEY".into(), "re_test".into()),
+            ("RESEND_BASE_URL".into(), resend.uri()),
+            ("WORKER_HEARTBEAT_SECONDS".into(), "1".into()),
+            ("WORKER_MISSED_HEARTBEATS".into(), "3".into()),
+        ],
+    })
+    .await;
+    let doomed = app.spawn_worker().await;
+    let user = app.student().await;
+    let (s, v) = json(
+        app.post("/api/auth/forgot-password")
+            .json(&json!({"email": user.email}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // The job is running: its request reached Resend, which has not answered.
+    eventually(30, || async { (!fake.calls().is_empty()).then_some(()) })
+        .await
+        .expect("the first worker started sending the email");
+    let status: String = sqlx::query_scalar("SELECT status FROM email_deliveries")
+        .fetch_one(app.db())
+        .await
+        .unwrap();
+    assert_eq!(status, "pending", "the first attempt is in flight");
+
+    // kill -9: no graceful shutdown, the job is abandoned mid-request.
+    doomed.kill().await;
+    let killed = Instant::now();
+    let survivor = app.spawn_worker().await;
+
+    // The survivor notices the dead worker and runs the job again.
+    let (status, attempts, provider_id): (String, i32, Option<String>) = eventually(90, || async {
+        let row: (String, i32, Option<String>) =
+            sqlx::query_as("SELECT status, attempts, provider_id FROM email_deliveries")
+                .fetch_one(app.db())
+                .await
+                .unwrap();
+        (row.0 == "sent").then_some(row)
+    })
+    .await
+    .expect("the job ran again on the surviving worker");
+    let recovered_in = killed.elapsed();
+
+    // Let a further (wrong) delivery show up before counting: longer than the
+    // dead-worker window of 3 heartbeats.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 2, "one attempt per worker: {calls:?}");
+    let key = &calls[0].0;
+    assert!(!key.is_empty(), "an Idempotency-Key is sent");
+    assert_eq!(&calls[1].0, key, "the retry reuses the Idempotency-Key");
+    assert_eq!(calls[0].1, calls[1].1, "the retry sends the same email");
+    assert_eq!(calls[0].1["to"], json!([user.email]));
+    let distinct: std::collections::HashSet<&String> = calls.iter().map(|(k, _)| k).collect();
+    assert_eq!(distinct.len(), 1, "Resend counts one delivery");
+
+    // Our records: one logical email, sent, on the second attempt, with the
+    // id Resend gives that key.
+    assert_eq!(status, "sent");
+    assert_eq!(attempts, 2);
+    assert_eq!(provider_id, Some(SlowFirstResend::email_id(key)));
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM email_deliveries")
+        .fetch_one(app.db())
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    println!(
+        "worker kill: job re-run on the surviving worker {:.1} s after the kill; \
+         {} Resend requests, 1 delivery",
+        recovered_in.as_secs_f64(),
+        calls.len()
+    );
+    survivor.stop().await;
 }
