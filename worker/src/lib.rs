@@ -30,10 +30,17 @@ use tracing::Instrument;
 /// How often an idle worker looks for due and retried tasks (apalis' default is 30 s).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// The daily maintenance job: 00:05:00 UTC (the first field is seconds).
+/// `DAILY_MAINTENANCE_SCHEDULE` overrides it.
 pub const DAILY_MAINTENANCE_SCHEDULE: &str = "0 5 0 * * *";
 
 /// Every 5 minutes: pick up Mux uploads whose webhook never arrived.
+/// `MUX_RECONCILE_SCHEDULE` overrides it.
 pub const MUX_RECONCILE_SCHEDULE: &str = "0 */5 * * * *";
+
+/// How long the claim of one scheduled tick is kept in Redis. Every worker
+/// process computes the same tick times, so their claims of one tick arrive
+/// within moments of each other; an hour is far longer than any clock skew.
+const TICK_CLAIM_TTL_SECS: u64 = 3600;
 
 /// The scheduled jobs, each on its own cron worker.
 #[derive(Clone, Copy, Debug)]
@@ -49,10 +56,55 @@ impl Scheduled {
             Self::MuxReconcile => "mux_reconcile",
         }
     }
-    fn schedule(self) -> &'static str {
+    fn schedule(self, ctx: &Context) -> &str {
         match self {
-            Self::DailyMaintenance => DAILY_MAINTENANCE_SCHEDULE,
-            Self::MuxReconcile => MUX_RECONCILE_SCHEDULE,
+            Self::DailyMaintenance => &ctx.config.daily_maintenance_schedule,
+            Self::MuxReconcile => &ctx.config.mux_reconcile_schedule,
+        }
+    }
+}
+
+/// The Redis key that counts the worker processes that fired one tick of a
+/// scheduled job: `{namespace}:cron:{job}:{tick unix seconds}`.
+pub fn tick_claim_key(ctx: &Context, job_name: &str, tick: u64) -> String {
+    ctx.redis.key(&format!("cron:{job_name}:{tick}"))
+}
+
+/// Whether this process runs the tick `tick` of `job`. Every worker process
+/// fires every tick; each counts itself in the tick's Redis key and only the
+/// first runs the job, so a schedule has its effect once however many workers
+/// there are. When Redis cannot answer, the tick runs anyway (the scheduled
+/// jobs are idempotent, so a rare double run is harmless; a skipped
+/// maintenance is not).
+async fn claim_tick(ctx: &Context, job_name: &str, tick: u64) -> bool {
+    let key = tick_claim_key(ctx, job_name, tick);
+    let mut conn = ctx.redis.conn();
+    let res: redis::RedisResult<(i64,)> = redis::pipe()
+        .atomic()
+        .incr(&key, 1)
+        .expire(&key, TICK_CLAIM_TTL_SECS as i64)
+        .ignore()
+        .query_async(&mut conn)
+        .await;
+    match res {
+        Ok((1,)) => true,
+        Ok((n,)) => {
+            tracing::debug!(
+                job = job_name,
+                tick,
+                claims = n,
+                "scheduled tick already taken by another worker"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!(
+                job = job_name,
+                tick,
+                error = %e,
+                "could not claim the scheduled tick in Redis; running it anyway"
+            );
+            true
         }
     }
 }
@@ -107,8 +159,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     // Fail early on a bad schedule rather than in a restart loop.
-    cron::Schedule::from_str(DAILY_MAINTENANCE_SCHEDULE)?;
-    cron::Schedule::from_str(MUX_RECONCILE_SCHEDULE)?;
+    for job in [Scheduled::DailyMaintenance, Scheduled::MuxReconcile] {
+        cron::Schedule::from_str(job.schedule(&ctx)).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid cron schedule {:?} for {}: {e}",
+                job.schedule(&ctx),
+                job.name()
+            )
+        })?;
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -266,7 +325,7 @@ async fn run_cron_worker(
     name: String,
     stop: watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
-    let schedule = cron::Schedule::from_str(job.schedule()).map_err(|e| {
+    let schedule = cron::Schedule::from_str(job.schedule(&ctx)).map_err(|e| {
         WorkerError::IoError(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
     })?;
     let wctx = WorkerContext::new(&name);
@@ -448,12 +507,16 @@ async fn streak_bonus_task(job: StreakBonusJob, ctx: Data<Context>) -> Result<()
 }
 
 async fn scheduled_task(
-    _tick: Tick,
+    tick: Tick,
     ctx: Data<Context>,
     job: Data<Scheduled>,
 ) -> Result<(), BoxDynError> {
     let job = *job;
-    let span = tracing::info_span!("job", queue = job.name());
+    let tick = tick.get_timestamp();
+    if !claim_tick(&ctx, job.name(), tick).await {
+        return Ok(());
+    }
+    let span = tracing::info_span!("job", queue = job.name(), tick);
     observe(job.name(), span, async {
         match job {
             Scheduled::DailyMaintenance => jobs::daily_maintenance(&ctx).await,
