@@ -315,12 +315,6 @@ async fn each_scheduled_tick_runs_once_with_two_workers() {
         "one reconcile run per tick: {mux_claims:?}"
     );
     assert!(mux_claims.values().all(|n| *n == 1 || *n == 2));
-    // Runs of different ticks are ~2 s apart; the same tick run twice would
-    // read Mux twice within milliseconds.
-    for pair in reads.windows(2) {
-        let gap = pair[1].duration_since(pair[0]);
-        assert!(gap > Duration::from_millis(1000), "two runs {gap:?} apart");
-    }
     let maintenance = claims("daily_maintenance").await;
     assert!(
         maintenance.values().filter(|n| **n == 2).count() >= 2,
