@@ -9,6 +9,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
+/// When the worker's daily maintenance runs: 00:05:00 UTC (cron, seconds first).
+pub const DEFAULT_DAILY_MAINTENANCE_SCHEDULE: &str = "0 5 0 * * *";
+/// When the worker reconciles Mux uploads whose webhook never came: every 5 minutes.
+pub const DEFAULT_MUX_RECONCILE_SCHEDULE: &str = "0 */5 * * * *";
+
 /// A string that must never reach logs.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
@@ -346,9 +351,9 @@ impl Config {
             worker_heartbeat_seconds: positive("WORKER_HEARTBEAT_SECONDS", 10)?,
             worker_missed_heartbeats: positive("WORKER_MISSED_HEARTBEATS", 6)?,
             daily_maintenance_schedule: get("DAILY_MAINTENANCE_SCHEDULE")
-                .unwrap_or_else(|| "0 5 0 * * *".into()),
+                .unwrap_or_else(|| DEFAULT_DAILY_MAINTENANCE_SCHEDULE.into()),
             mux_reconcile_schedule: get("MUX_RECONCILE_SCHEDULE")
-                .unwrap_or_else(|| "0 */5 * * * *".into()),
+                .unwrap_or_else(|| DEFAULT_MUX_RECONCILE_SCHEDULE.into()),
             environment,
         })
     }
@@ -438,6 +443,24 @@ mod tests {
         assert!(!dbg.contains("super-secret-value"));
         assert!(!dbg.contains("sk_live_zzz"));
         assert!(!dbg.contains("hunter2"));
+    }
+
+    #[test]
+    fn worker_settings_have_defaults_and_must_be_positive() {
+        let c = Config::from_map(&map(&[])).unwrap();
+        assert_eq!(
+            (c.worker_heartbeat_seconds, c.worker_missed_heartbeats),
+            (10, 6)
+        );
+        assert_eq!(
+            c.daily_maintenance_schedule,
+            DEFAULT_DAILY_MAINTENANCE_SCHEDULE
+        );
+        assert_eq!(c.mux_reconcile_schedule, DEFAULT_MUX_RECONCILE_SCHEDULE);
+        assert!(Config::from_map(&map(&[("WORKER_HEARTBEAT_SECONDS", "0")])).is_err());
+        assert!(Config::from_map(&map(&[("WORKER_MISSED_HEARTBEATS", "-1")])).is_err());
+        let c = Config::from_map(&map(&[("MUX_RECONCILE_SCHEDULE", "*/2 * * * * *")])).unwrap();
+        assert_eq!(c.mux_reconcile_schedule, "*/2 * * * * *");
     }
 
     #[test]

@@ -31,11 +31,11 @@ use tracing::Instrument;
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// The daily maintenance job: 00:05:00 UTC (the first field is seconds).
 /// `DAILY_MAINTENANCE_SCHEDULE` overrides it.
-pub const DAILY_MAINTENANCE_SCHEDULE: &str = "0 5 0 * * *";
+pub const DAILY_MAINTENANCE_SCHEDULE: &str = mambo_core::config::DEFAULT_DAILY_MAINTENANCE_SCHEDULE;
 
 /// Every 5 minutes: pick up Mux uploads whose webhook never arrived.
 /// `MUX_RECONCILE_SCHEDULE` overrides it.
-pub const MUX_RECONCILE_SCHEDULE: &str = "0 */5 * * * *";
+pub const MUX_RECONCILE_SCHEDULE: &str = mambo_core::config::DEFAULT_MUX_RECONCILE_SCHEDULE;
 
 /// How long the claim of one scheduled tick is kept in Redis. Every worker
 /// process computes the same tick times, so their claims of one tick arrive
