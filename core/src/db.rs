@@ -7,11 +7,29 @@ use std::time::Duration;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
+/// A pooled connection idle for longer than this is pinged before it is handed
+/// out (one round trip); a busy pool hands connections out untested. sqlx still
+/// pings every connection when it is released, so one that broke during a query
+/// (PostgreSQL restarted, backend killed) is dropped there, and one that broke
+/// while idle is caught by this ping.
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let opts = PgConnectOptions::from_str(url)?.disable_statement_logging();
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        // The default tests every connection on acquire: one extra round trip
+        // per query on the hot paths (issue 10).
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(opts)
         .await
 }
