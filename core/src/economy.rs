@@ -133,7 +133,7 @@ pub mod reason {
 }
 
 /// Credits `amount` and writes the ledger row. With a `dedupe_key`, a second
-/// credit under the same key does nothing and returns `None`.
+/// credit under the same key does nothing and returns `None`. One statement.
 pub async fn credit(
     conn: &mut PgConnection,
     user_id: Uuid,
@@ -142,33 +142,70 @@ pub async fn credit(
     reference_id: Option<Uuid>,
     dedupe_key: Option<&str>,
 ) -> Result<Option<i64>> {
-    let inserted: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO clave_transactions (user_id, amount, reason, reference_id, dedupe_key)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
-         RETURNING id",
+    let (inserted, balance): (i64, Option<i32>) = sqlx::query_as(
+        "WITH t AS (
+             INSERT INTO clave_transactions (user_id, amount, reason, reference_id, dedupe_key)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
+             RETURNING id
+         ), p AS (
+             UPDATE user_profiles SET current_claves = current_claves + $2, updated_at = now()
+             WHERE user_id = $1 AND EXISTS (SELECT 1 FROM t)
+             RETURNING current_claves
+         )
+         SELECT (SELECT count(*) FROM t), (SELECT current_claves FROM p)",
     )
     .bind(user_id)
     .bind(amount as i32)
     .bind(reason)
     .bind(reference_id)
     .bind(dedupe_key)
-    .fetch_optional(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    if inserted.is_none() {
-        return Ok(None);
-    }
-    let balance: Option<i32> = sqlx::query_scalar(
-        "UPDATE user_profiles SET current_claves = current_claves + $2, updated_at = now()
-         WHERE user_id = $1 RETURNING current_claves",
+    credited(inserted, balance)
+}
+
+/// Credits `amount` unless the user already holds `cap` ledger rows of this
+/// `reason` and `reference_id` (the reaction refund's per-post cap). The
+/// caller holds the user's profile lock, so the count cannot race. One
+/// statement; `None` when capped.
+pub async fn credit_capped(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    amount: i64,
+    reason: &str,
+    reference_id: Uuid,
+    cap: i64,
+) -> Result<Option<i64>> {
+    let (inserted, balance): (i64, Option<i32>) = sqlx::query_as(
+        "WITH t AS (
+             INSERT INTO clave_transactions (user_id, amount, reason, reference_id)
+             SELECT $1, $2, $3, $4
+             WHERE (SELECT count(*) FROM clave_transactions
+                    WHERE user_id = $1 AND reason = $3 AND reference_id = $4) < $5
+             RETURNING id
+         ), p AS (
+             UPDATE user_profiles SET current_claves = current_claves + $2, updated_at = now()
+             WHERE user_id = $1 AND EXISTS (SELECT 1 FROM t)
+             RETURNING current_claves
+         )
+         SELECT (SELECT count(*) FROM t), (SELECT current_claves FROM p)",
     )
     .bind(user_id)
     .bind(amount as i32)
-    .fetch_optional(&mut *conn)
+    .bind(reason)
+    .bind(reference_id)
+    .bind(cap)
+    .fetch_one(&mut *conn)
     .await?;
-    match balance {
-        Some(b) => Ok(Some(b as i64)),
-        None => Err(Error::not_found("Profile not found")),
+    credited(inserted, balance)
+}
+
+fn credited(inserted: i64, balance: Option<i32>) -> Result<Option<i64>> {
+    match (inserted, balance) {
+        (0, _) => Ok(None),
+        (_, Some(b)) => Ok(Some(b as i64)),
+        (_, None) => Err(Error::not_found("Profile not found")),
     }
 }
 
@@ -188,28 +225,25 @@ pub async fn spend(
     reason: &str,
     reference_id: Option<Uuid>,
 ) -> Result<std::result::Result<i64, Insufficient>> {
+    // One statement: the conditional debit and its ledger row.
     let balance: Option<i32> = sqlx::query_scalar(
-        "UPDATE user_profiles SET current_claves = current_claves - $2, updated_at = now()
-         WHERE user_id = $1 AND current_claves >= $2 RETURNING current_claves",
+        "WITH s AS (
+             UPDATE user_profiles SET current_claves = current_claves - $2, updated_at = now()
+             WHERE user_id = $1 AND current_claves >= $2 RETURNING current_claves
+         ), t AS (
+             INSERT INTO clave_transactions (user_id, amount, reason, reference_id)
+             SELECT $1, -$2, $3, $4 FROM s
+         )
+         SELECT current_claves FROM s",
     )
     .bind(user_id)
     .bind(cost as i32)
+    .bind(reason)
+    .bind(reference_id)
     .fetch_optional(&mut *conn)
     .await?;
     match balance {
-        Some(b) => {
-            sqlx::query(
-                "INSERT INTO clave_transactions (user_id, amount, reason, reference_id)
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .bind(user_id)
-            .bind(-(cost as i32))
-            .bind(reason)
-            .bind(reference_id)
-            .execute(&mut *conn)
-            .await?;
-            Ok(Ok(b as i64))
-        }
+        Some(b) => Ok(Ok(b as i64)),
         None => {
             let current: Option<i32> =
                 sqlx::query_scalar("SELECT current_claves FROM user_profiles WHERE user_id = $1")
@@ -264,25 +298,56 @@ pub struct Wallet {
 pub const WALLET_TRANSACTIONS: i64 = 20;
 
 pub async fn wallet(ctx: &crate::Context, user_id: Uuid) -> Result<Wallet> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        balance: Option<i32>,
+        pro: Option<bool>,
+        used: i64,
+        id: Option<Uuid>,
+        amount: Option<i32>,
+        reason: Option<String>,
+        reference_id: Option<Uuid>,
+        created_at: Option<chrono::DateTime<chrono::Utc>>,
+    }
     let amounts = Amounts::from_config(&ctx.config);
-    let mut conn = ctx.db.acquire().await?;
-    let balance: Option<i32> =
-        sqlx::query_scalar("SELECT current_claves FROM user_profiles WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let pro = is_pro(&mut conn, user_id).await?;
-    let recent_transactions: Vec<WalletTransaction> = sqlx::query_as(
-        "SELECT id, amount, reason::text, reference_id, created_at FROM clave_transactions
-         WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
-    )
+    // One round trip (issue 10): the scalars are evaluated once, the ledger
+    // rows come from the `(user_id, created_at)` index through the lateral join.
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT (SELECT current_claves FROM user_profiles WHERE user_id = $1) AS balance,
+                (SELECT {PRO_SQL} FROM subscriptions s WHERE s.user_id = $1) AS pro,
+                {slots} AS used,
+                t.id, t.amount, t.reason, t.reference_id, t.created_at
+         FROM (SELECT 1) one
+         LEFT JOIN LATERAL (
+             SELECT id, amount, reason::text AS reason, reference_id, created_at
+             FROM clave_transactions WHERE user_id = $1
+             ORDER BY created_at DESC, id DESC LIMIT $2
+         ) t ON true
+         ORDER BY t.created_at DESC, t.id DESC",
+        slots = crate::community::SLOTS_USED_SQL,
+    )))
     .bind(user_id)
     .bind(WALLET_TRANSACTIONS)
-    .fetch_all(&mut *conn)
+    .fetch_all(&ctx.db)
     .await?;
-    let used = crate::community::slots_used(&mut conn, user_id).await?;
+    let head = rows.first();
+    let balance = head.and_then(|r| r.balance).unwrap_or(0) as i64;
+    let pro = head.and_then(|r| r.pro).unwrap_or(false);
+    let used = head.map(|r| r.used).unwrap_or(0);
+    let recent_transactions = rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(WalletTransaction {
+                id: r.id?,
+                amount: r.amount?,
+                reason: r.reason?,
+                reference_id: r.reference_id,
+                created_at: r.created_at?,
+            })
+        })
+        .collect();
     Ok(Wallet {
-        current_claves: balance.unwrap_or(0) as i64,
+        current_claves: balance,
         is_pro: pro,
         recent_transactions,
         video_slots_used: used,
