@@ -580,12 +580,26 @@ fn blank_to_none(s: &Option<String>) -> Option<String> {
     s.as_ref().filter(|v| !v.is_empty()).cloned()
 }
 
-/// One page of viewer-independent post rows (one query).
-async fn feed_rows(conn: &mut PgConnection, q: &FeedQuery) -> Result<Vec<PostRow>> {
+/// A post row with the viewer's reaction on it.
+#[derive(sqlx::FromRow)]
+struct ViewedRow {
+    #[sqlx(flatten)]
+    post: PostRow,
+    user_reaction: Option<String>,
+}
+
+impl ViewedRow {
+    fn into_item(self) -> PostItem {
+        self.post.into_item(self.user_reaction)
+    }
+}
+
+/// One page of post rows with the viewer's reactions (one query).
+async fn feed_rows(conn: &mut PgConnection, viewer: Uuid, q: &FeedQuery) -> Result<Vec<ViewedRow>> {
     let post_type = blank_to_none(&q.post_type);
     let tag = blank_to_none(&q.tag);
     let mut conds: Vec<String> = vec![];
-    let mut n = 2;
+    let mut n = 3;
     if post_type.is_some() {
         n += 1;
         conds.push(format!("p.post_type = ${n}"));
@@ -609,16 +623,18 @@ async fn feed_rows(conn: &mut PgConnection, q: &FeedQuery) -> Result<Vec<PostRow
              ORDER BY p.created_at DESC, p.id DESC
              OFFSET $1 LIMIT $2
          )
-         SELECT {} FROM page
+         SELECT {}, r.reaction_type AS user_reaction FROM page
          JOIN posts p ON p.id = page.id
          LEFT JOIN user_profiles pr ON pr.user_id = p.user_id
          LEFT JOIN subscriptions s ON s.user_id = p.user_id
+         LEFT JOIN post_reactions r ON r.post_id = p.id AND r.user_id = $3
          ORDER BY page.created_at DESC, page.id DESC",
         post_columns()
     );
-    let mut query = sqlx::query_as::<_, PostRow>(sqlx::AssertSqlSafe(sql))
+    let mut query = sqlx::query_as::<_, ViewedRow>(sqlx::AssertSqlSafe(sql))
         .bind(q.skip)
-        .bind(q.limit);
+        .bind(q.limit)
+        .bind(viewer);
     if let Some(t) = post_type {
         query = query.bind(t);
     }
@@ -628,47 +644,55 @@ async fn feed_rows(conn: &mut PgConnection, q: &FeedQuery) -> Result<Vec<PostRow
     Ok(query.fetch_all(&mut *conn).await?)
 }
 
-/// Rows of `ids`, in that order (one query).
-async fn rows_by_ids(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<PostRow>> {
+/// Rows of `ids` with the viewer's reactions, in that order (one query).
+async fn rows_by_ids(
+    conn: &mut PgConnection,
+    viewer: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<ViewedRow>> {
     if ids.is_empty() {
         return Ok(vec![]);
     }
     let sql = format!(
-        "SELECT {} {POST_JOINS} WHERE p.id = ANY($1)",
+        "SELECT {}, r.reaction_type AS user_reaction {POST_JOINS}
+         LEFT JOIN post_reactions r ON r.post_id = p.id AND r.user_id = $2
+         WHERE p.id = ANY($1)",
         post_columns()
     );
-    let mut rows: HashMap<Uuid, PostRow> = sqlx::query_as::<_, PostRow>(sqlx::AssertSqlSafe(sql))
-        .bind(ids)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .map(|r| (r.id, r))
-        .collect();
+    let mut rows: HashMap<Uuid, ViewedRow> =
+        sqlx::query_as::<_, ViewedRow>(sqlx::AssertSqlSafe(sql))
+            .bind(ids)
+            .bind(viewer)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|r| (r.post.id, r))
+            .collect();
     // A post deleted since the page was cached is simply left out.
     Ok(ids.iter().filter_map(|id| rows.remove(id)).collect())
 }
 
-/// The community feed (§4.9): two queries whatever the page size (plus, with
+/// The community feed (§4.9): one query whatever the page size (plus, with
 /// the cache, up to two Redis reads).
 pub async fn feed(ctx: &Context, viewer: Uuid, q: &FeedQuery) -> Result<Vec<PostItem>> {
-    let mut conn = ctx.db.acquire().await?;
     let version = cache::version(ctx).await;
     let cached = match version {
         Some(v) => cache::get(ctx, v, q).await,
         None => None,
     };
+    let mut conn = ctx.db.acquire().await?;
     let rows = match cached {
-        Some(ids) => rows_by_ids(&mut conn, &ids).await?,
+        Some(ids) => rows_by_ids(&mut conn, viewer, &ids).await?,
         None => {
-            let rows = feed_rows(&mut conn, q).await?;
+            let rows = feed_rows(&mut conn, viewer, q).await?;
             if let Some(v) = version {
-                let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+                let ids: Vec<Uuid> = rows.iter().map(|r| r.post.id).collect();
                 cache::put(ctx, v, q, &ids).await;
             }
             rows
         }
     };
-    with_reactions(&mut conn, viewer, rows).await
+    Ok(rows.into_iter().map(ViewedRow::into_item).collect())
 }
 
 /// Escapes `\`, `%` and `_` for a LIKE pattern with the default escape `\` (D18).
@@ -807,16 +831,18 @@ async fn load_reply(conn: &mut PgConnection, reply_id: Uuid) -> Result<ReplyItem
 // ---------------------------------------------------------------------------
 
 /// Slots in use: the user's posts with a video, plus their replies with a
-/// video that are not accepted answers.
+/// video that are not accepted answers. An expression of `$1` (the user id).
+pub const SLOTS_USED_SQL: &str =
+    "((SELECT count(*) FROM posts WHERE user_id = $1 AND mux_asset_id IS NOT NULL)
+      + (SELECT count(*) FROM post_replies
+         WHERE user_id = $1 AND mux_asset_id IS NOT NULL AND NOT is_accepted_answer))";
+
+/// [`SLOTS_USED_SQL`] for one user.
 pub async fn slots_used(conn: &mut PgConnection, user_id: Uuid) -> Result<i64> {
-    let used: i64 = sqlx::query_scalar(
-        "SELECT (SELECT count(*) FROM posts WHERE user_id = $1 AND mux_asset_id IS NOT NULL)
-              + (SELECT count(*) FROM post_replies
-                 WHERE user_id = $1 AND mux_asset_id IS NOT NULL AND NOT is_accepted_answer)",
-    )
-    .bind(user_id)
-    .fetch_one(&mut *conn)
-    .await?;
+    let used: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {SLOTS_USED_SQL}")))
+        .bind(user_id)
+        .fetch_one(&mut *conn)
+        .await?;
     Ok(used)
 }
 
@@ -1208,10 +1234,13 @@ pub async fn react(
     let amounts = Amounts::from_config(&ctx.config);
     let mut tx = ctx.db.begin().await?;
     // 1. The post (locked: reactions on one post are serialized).
-    let post = lock_post(&mut tx, post_id)
+    let owner = lock_post(&mut tx, post_id)
         .await?
-        .ok_or_else(post_not_found)?;
-    // 2. An existing reaction.
+        .ok_or_else(post_not_found)?
+        .user_id;
+    // The caller's reaction, read after the lock (a statement of its own: the
+    // locking statement's snapshot predates a reaction committed while it
+    // waited).
     let existing: Option<String> = sqlx::query_scalar(
         "SELECT reaction_type FROM post_reactions WHERE post_id = $1 AND user_id = $2",
     )
@@ -1219,6 +1248,7 @@ pub async fn react(
     .bind(user_id)
     .fetch_optional(&mut *tx)
     .await?;
+    // 2. An existing reaction: the same type is a no-op, another is a free change.
     if let Some(old) = existing {
         if old == reaction_type {
             tx.rollback().await?;
@@ -1241,7 +1271,6 @@ pub async fn react(
         });
     }
     // 3. Not on your own post.
-    let owner = post.user_id;
     if owner == user_id {
         return Err(fail(400, "You cannot react to your own posts"));
     }
@@ -1255,10 +1284,14 @@ pub async fn react(
             i,
         ));
     }
-    // 5. The reaction and the counter.
+    // 5. The reaction and the counter, in one statement.
     sqlx::query(
-        "INSERT INTO post_reactions (post_id, user_id, reaction_type, created_at)
-         VALUES ($1, $2, $3, $4)",
+        "WITH r AS (
+             INSERT INTO post_reactions (post_id, user_id, reaction_type, created_at)
+             VALUES ($1, $2, $3, $4) RETURNING post_id
+         )
+         UPDATE posts SET reaction_count = reaction_count + 1
+         WHERE id = (SELECT post_id FROM r)",
     )
     .bind(post_id)
     .bind(user_id)
@@ -1266,35 +1299,35 @@ pub async fn react(
     .bind(ctx.clock.now())
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE posts SET reaction_count = reaction_count + 1 WHERE id = $1")
-        .bind(post_id)
-        .execute(&mut *tx)
-        .await?;
     // 6. The owner's refund, capped per post (the owner's profile is locked,
     //    so the count cannot race).
-    let refunds: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM clave_transactions
-         WHERE user_id = $1 AND reason = $2 AND reference_id = $3",
-    )
-    .bind(owner)
-    .bind(reason::REACTION_REFUND)
-    .bind(post_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    if refunds < amounts.reaction_refund_cap && amounts.reaction_refund > 0 {
-        economy::credit(
+    if amounts.reaction_refund > 0 {
+        economy::credit_capped(
             &mut tx,
             owner,
             amounts.reaction_refund,
             reason::REACTION_REFUND,
-            Some(post_id),
-            None,
+            post_id,
+            amounts.reaction_refund_cap,
         )
         .await?;
     }
     // Stats and badge checks count new reactions only (D14).
-    bump_stat(&mut tx, user_id, "reactions_given_count").await?;
-    bump_stat(&mut tx, owner, "reactions_received_count").await?;
+    sqlx::query(
+        "INSERT INTO user_stats (user_id, reactions_given_count, reactions_received_count,
+                                 last_updated)
+         VALUES ($1, 1, 0, now()), ($2, 0, 1, now())
+         ON CONFLICT (user_id) DO UPDATE
+         SET reactions_given_count =
+                 user_stats.reactions_given_count + EXCLUDED.reactions_given_count,
+             reactions_received_count =
+                 user_stats.reactions_received_count + EXCLUDED.reactions_received_count,
+             last_updated = now()",
+    )
+    .bind(user_id)
+    .bind(owner)
+    .execute(&mut *tx)
+    .await?;
     badge_check(&mut tx, user_id, "reactions_given").await?;
     badge_check(&mut tx, owner, received_stat(reaction_type)).await?;
     tx.commit().await?;

@@ -1542,7 +1542,8 @@ async fn feed_query_count_is_fixed() {
             assert_eq!(mine, 10);
         }
     }
-    // The repeated pages came from the Redis cache (ids), still two queries.
+    // The repeated pages came from the Redis cache (ids); every page, cached
+    // or not, is one query (the viewer's reactions are joined in).
     let mut redis = ctx.redis.conn();
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{ns}:feed:*"))
@@ -1550,10 +1551,7 @@ async fn feed_query_count_is_fixed() {
         .await
         .unwrap();
     assert_eq!(keys.len(), 4, "{keys:?}");
-    assert!(
-        counts.iter().all(|c| *c == counts[0] && *c >= 2 && *c <= 3),
-        "{counts:?}"
-    );
+    assert!(counts.iter().all(|c| *c == 1), "{counts:?}");
     pool.close().await;
 }
 
