@@ -15,6 +15,8 @@ pub struct Context {
     /// Woken after a transaction that wrote to the job outbox commits, so the
     /// relay moves the job to Redis at once instead of at its next tick.
     pub outbox_notify: Arc<Notify>,
+    /// The course catalogue's aggregates, cached per process (issue 10).
+    pub catalog: Arc<crate::courses::CatalogCache>,
 }
 
 impl std::fmt::Debug for Context {
@@ -39,6 +41,7 @@ impl Context {
             clock: Clock::system(),
             http,
             outbox_notify: Arc::new(Notify::new()),
+            catalog: Arc::default(),
         })
     }
 }

@@ -16,6 +16,8 @@ use crate::{Context, Error, Result};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Arc;
 use uuid::Uuid;
 
 pub const LOCKED_MSG: &str = "Subscription required. Please upgrade to access this course.";
@@ -68,30 +70,17 @@ impl Access {
     }
 }
 
-/// Resolves the caller's access: no query for anonymous callers or staff, one
-/// otherwise.
-pub async fn access(db: &PgPool, viewer: Option<&Viewer>) -> Result<Access> {
-    let Some(v) = viewer else {
-        return Ok(Access::ANONYMOUS);
-    };
-    if v.is_staff() {
-        return Ok(Access {
+/// The caller's access when the pro flag was read by the caller's own query
+/// (`(SELECT {PRO_SQL} FROM subscriptions s WHERE s.user_id = $n)`).
+fn access_with(viewer: Option<&Viewer>, pro: Option<bool>) -> Access {
+    match viewer {
+        None => Access::ANONYMOUS,
+        Some(v) => Access {
             user_id: Some(v.id),
-            staff: true,
-            pro: true,
-        });
+            staff: v.is_staff(),
+            pro: v.is_staff() || pro.unwrap_or(false),
+        },
     }
-    let pro: Option<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT {PRO_SQL} FROM subscriptions s WHERE s.user_id = $1"
-    )))
-    .bind(v.id)
-    .fetch_optional(db)
-    .await?;
-    Ok(Access {
-        user_id: Some(v.id),
-        staff: false,
-        pro: pro.unwrap_or(false),
-    })
 }
 
 /// `100 × done / total`, 0 when there is nothing to do (§4.6).
@@ -125,8 +114,8 @@ pub struct WorldItem {
     pub lesson_count: i64,
 }
 
-#[derive(sqlx::FromRow)]
-struct WorldRow {
+#[derive(sqlx::FromRow, Debug, Clone)]
+pub struct WorldRow {
     id: Uuid,
     title: String,
     description: Option<String>,
@@ -155,15 +144,16 @@ pub fn objectives_from_json(v: &Value) -> Vec<String> {
     }
 }
 
-/// Worlds with their aggregates for `access`, in one query. `include_unpublished`
-/// is for the admin list; `only` restricts to one world.
-pub async fn world_items(
+/// Worlds with their catalogue aggregates and `user_id`'s completions (0
+/// without a user), in one query. `include_unpublished` is for the admin list;
+/// `only` restricts to one world.
+async fn world_rows(
     db: &PgPool,
-    access: &Access,
+    user_id: Option<Uuid>,
     include_unpublished: bool,
     only: Option<Uuid>,
-) -> Result<Vec<WorldItem>> {
-    let rows = sqlx::query_as::<_, WorldRow>(
+) -> Result<Vec<WorldRow>> {
+    Ok(sqlx::query_as::<_, WorldRow>(
         "SELECT w.id, w.title, w.description, w.image_url, w.thumbnail_url,
                 w.mux_preview_playback_id, w.difficulty, w.course_type, w.is_free,
                 w.total_duration_minutes, w.objectives,
@@ -195,44 +185,134 @@ pub async fn world_items(
          WHERE ($2 OR w.is_published) AND ($3::uuid IS NULL OR w.id = $3)
          ORDER BY w.order_index, w.id",
     )
-    .bind(access.user_id)
+    .bind(user_id)
     .bind(include_unpublished)
     .bind(only)
     .fetch_all(db)
-    .await?;
+    .await?)
+}
+
+/// One world as `access` sees it, with `completed` of its lessons done.
+fn world_item(r: &WorldRow, access: &Access, completed: i64) -> WorldItem {
+    WorldItem {
+        id: r.id,
+        title: r.title.clone(),
+        description: r.description.clone(),
+        image_url: r.image_url.clone(),
+        thumbnail_url: r.thumbnail_url.clone(),
+        mux_preview_playback_id: r.mux_preview_playback_id.clone(),
+        difficulty: r.difficulty.clone(),
+        course_type: r.course_type.clone(),
+        progress_percentage: if access.user_id.is_some() {
+            percentage(completed, r.lesson_count)
+        } else {
+            0.0
+        },
+        is_locked: !access.can_open(r.is_free),
+        total_duration_minutes: if r.total_duration_minutes == 0 {
+            r.duration_sum
+        } else {
+            r.total_duration_minutes as i64
+        },
+        objectives: objectives_from_json(&r.objectives),
+        module_count: r.module_count,
+        lesson_count: r.lesson_count,
+    }
+}
+
+/// Worlds with their aggregates for `access` (the admin lists; uncached).
+pub async fn world_items(
+    db: &PgPool,
+    access: &Access,
+    include_unpublished: bool,
+    only: Option<Uuid>,
+) -> Result<Vec<WorldItem>> {
+    let rows = world_rows(db, access.user_id, include_unpublished, only).await?;
     Ok(rows
-        .into_iter()
-        .map(|r| WorldItem {
-            id: r.id,
-            title: r.title,
-            description: r.description,
-            image_url: r.image_url,
-            thumbnail_url: r.thumbnail_url,
-            mux_preview_playback_id: r.mux_preview_playback_id,
-            difficulty: r.difficulty,
-            course_type: r.course_type,
-            progress_percentage: if access.user_id.is_some() {
-                percentage(r.completed, r.lesson_count)
-            } else {
-                0.0
-            },
-            is_locked: !access.can_open(r.is_free),
-            total_duration_minutes: if r.total_duration_minutes == 0 {
-                r.duration_sum
-            } else {
-                r.total_duration_minutes as i64
-            },
-            objectives: objectives_from_json(&r.objectives),
-            module_count: r.module_count,
-            lesson_count: r.lesson_count,
-        })
+        .iter()
+        .map(|r| world_item(r, access, r.completed))
         .collect())
 }
 
-/// `GET /api/courses/worlds`: published worlds for the caller.
-pub async fn list_worlds(db: &PgPool, viewer: Option<&Viewer>) -> Result<Vec<WorldItem>> {
-    let access = access(db, viewer).await?;
-    world_items(db, &access, false, None).await
+/// The published worlds with their catalogue aggregates: the part of the
+/// worlds list that is the same for every caller, kept in process per
+/// [`Context`] and revalidated on every request against `cache_versions`
+/// (bumped by triggers on worlds, levels and lessons, migration 0100), so a
+/// write through any process is seen at once.
+#[derive(Default)]
+pub struct CatalogCache(std::sync::RwLock<Option<(i64, Arc<Vec<WorldRow>>)>>);
+
+impl CatalogCache {
+    fn get(&self, version: i64) -> Option<Arc<Vec<WorldRow>>> {
+        let slot = self.0.read().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref()
+            .filter(|(v, _)| *v == version)
+            .map(|(_, rows)| rows.clone())
+    }
+
+    fn put(&self, version: i64, rows: Arc<Vec<WorldRow>>) {
+        let mut slot = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_none_or(|(v, _)| *v <= version) {
+            *slot = Some((version, rows));
+        }
+    }
+}
+
+impl std::fmt::Debug for CatalogCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CatalogCache")
+    }
+}
+
+/// `GET /api/courses/worlds`: published worlds for the caller. One small query
+/// per request (catalogue version, the caller's pro flag and completions per
+/// world); the aggregates over every lesson only when the catalogue changed.
+pub async fn list_worlds(ctx: &Context, viewer: Option<&Viewer>) -> Result<Vec<WorldItem>> {
+    let user_id = viewer.map(|v| v.id);
+    /// (catalogue version, pro, world id, lessons completed in it)
+    type Head = (i64, Option<bool>, Option<Uuid>, Option<i64>);
+    let head: Vec<Head> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT (SELECT version FROM cache_versions WHERE name = 'catalog'),
+                    (SELECT {PRO_SQL} FROM subscriptions s WHERE s.user_id = $1),
+                    c.world_id, c.completed
+             FROM (SELECT 1) one
+             LEFT JOIN LATERAL (
+                 SELECT l.world_id, count(*) AS completed
+                 FROM user_progress up
+                 JOIN lessons le ON le.id = up.lesson_id
+                 JOIN levels l ON l.id = le.level_id
+                 WHERE up.user_id = $1 AND up.is_completed
+                 GROUP BY l.world_id
+             ) c ON true"
+    )))
+    .bind(user_id)
+    .fetch_all(&ctx.db)
+    .await?;
+    let version = head.first().map(|h| h.0).unwrap_or(-1);
+    let pro = head.first().and_then(|h| h.1).unwrap_or(false);
+    let completed: HashMap<Uuid, i64> = head.iter().filter_map(|h| Some((h.2?, h.3?))).collect();
+    let access = match viewer {
+        None => Access::ANONYMOUS,
+        Some(v) => Access {
+            user_id: Some(v.id),
+            staff: v.is_staff(),
+            pro: v.is_staff() || pro,
+        },
+    };
+    // The version is read before the aggregates: what is cached under it is
+    // at least as new as it, never older.
+    let rows = match ctx.catalog.get(version) {
+        Some(rows) => rows,
+        None => {
+            let rows = Arc::new(world_rows(&ctx.db, None, false, None).await?);
+            ctx.catalog.put(version, rows.clone());
+            rows
+        }
+    };
+    Ok(rows
+        .iter()
+        .map(|r| world_item(r, &access, completed.get(&r.id).copied().unwrap_or(0)))
+        .collect())
 }
 
 #[derive(sqlx::FromRow, Debug, Clone)]
@@ -249,19 +329,52 @@ struct WorldHead {
 
 /// A world the caller may see (404 `World not found` otherwise).
 async fn visible_world(db: &PgPool, access: &Access, world_id: Uuid) -> Result<WorldHead> {
-    let w = sqlx::query_as::<_, WorldHead>(
-        "SELECT id, title, description, difficulty, course_type, is_free, is_published,
-                thumbnail_url
-         FROM worlds WHERE id = $1",
-    )
-    .bind(world_id)
-    .fetch_optional(db)
-    .await?
-    .ok_or_else(|| Error::not_found(WORLD_NOT_FOUND))?;
+    let (w, _) = visible_world_for(db, access.user_id, world_id).await?;
     if !w.is_published && !access.sees_unpublished() {
         return Err(Error::not_found(WORLD_NOT_FOUND));
     }
     Ok(w)
+}
+
+/// The world and the caller's pro flag, in one query (404 when it does not
+/// exist; visibility is the caller's check).
+async fn visible_world_for(
+    db: &PgPool,
+    user_id: Option<Uuid>,
+    world_id: Uuid,
+) -> Result<(WorldHead, Option<bool>)> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        head: WorldHead,
+        pro: Option<bool>,
+    }
+    let r = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
+        "SELECT id, title, description, difficulty, course_type, is_free, is_published,
+                thumbnail_url,
+                (SELECT {PRO_SQL} FROM subscriptions s WHERE s.user_id = $2) AS pro
+         FROM worlds WHERE id = $1"
+    )))
+    .bind(world_id)
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?
+    .ok_or_else(|| Error::not_found(WORLD_NOT_FOUND))?;
+    Ok((r.head, r.pro))
+}
+
+/// The caller's access and the world they may see, in one query.
+async fn world_and_access(
+    db: &PgPool,
+    viewer: Option<&Viewer>,
+    world_id: Uuid,
+) -> Result<(WorldHead, Access)> {
+    let (w, pro) = visible_world_for(db, viewer.map(|v| v.id), world_id).await?;
+    let access = access_with(viewer, pro);
+    if !w.is_published && !access.sees_unpublished() {
+        return Err(Error::not_found(WORLD_NOT_FOUND));
+    }
+    Ok((w, access))
 }
 
 // ---------------------------------------------------------------------------
@@ -349,8 +462,7 @@ pub async fn world_lessons(
     viewer: Option<&Viewer>,
     world_id: Uuid,
 ) -> Result<Vec<LessonItem>> {
-    let access = access(db, viewer).await?;
-    let world = visible_world(db, &access, world_id).await?;
+    let (world, access) = world_and_access(db, viewer, world_id).await?;
     let mut items = lesson_items(
         db,
         access.user_id,
@@ -372,13 +484,12 @@ pub async fn level_lessons(
     viewer: Option<&Viewer>,
     level_id: Uuid,
 ) -> Result<Vec<LessonItem>> {
-    let access = access(db, viewer).await?;
     let world_id: Uuid = sqlx::query_scalar("SELECT world_id FROM levels WHERE id = $1")
         .bind(level_id)
         .fetch_optional(db)
         .await?
         .ok_or_else(|| Error::not_found(LEVEL_NOT_FOUND))?;
-    let world = visible_world(db, &access, world_id).await?;
+    let (world, access) = world_and_access(db, viewer, world_id).await?;
     let mut items = lesson_items(
         db,
         access.user_id,
@@ -433,27 +544,37 @@ struct LessonRow {
     lesson_type: String,
     level_id: Uuid,
     level_title: String,
-    world_id: Uuid,
     world_is_free: bool,
     world_is_published: bool,
 }
 
-async fn lesson_row(db: &PgPool, lesson_id: Uuid) -> Result<LessonRow> {
-    sqlx::query_as::<_, LessonRow>(
-        "SELECT le.id, le.title, le.description, le.video_url, le.xp_value, le.week_number,
-                le.day_number, le.content_json, le.mux_playback_id, le.mux_asset_id,
-                le.thumbnail_url, le.lesson_type, l.id AS level_id, l.title AS level_title,
-                w.id AS world_id, w.is_free AS world_is_free,
-                w.is_published AS world_is_published
+const LESSON_ROW_COLUMNS: &str = "le.id, le.title, le.description, le.video_url, le.xp_value,
+     le.week_number, le.day_number, le.content_json, le.mux_playback_id, le.mux_asset_id,
+     le.thumbnail_url, le.lesson_type, l.id AS level_id, l.title AS level_title,
+     w.is_free AS world_is_free, w.is_published AS world_is_published";
+
+/// The lesson with its level and world, and the caller's pro flag, in one query.
+async fn lesson_row(db: &PgPool, lesson_id: Uuid, viewer: &Viewer) -> Result<(LessonRow, Access)> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        row: LessonRow,
+        pro: Option<bool>,
+    }
+    let r = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
+        "SELECT {LESSON_ROW_COLUMNS},
+                (SELECT {PRO_SQL} FROM subscriptions s WHERE s.user_id = $2) AS pro
          FROM lessons le
          JOIN levels l ON l.id = le.level_id
          JOIN worlds w ON w.id = l.world_id
-         WHERE le.id = $1",
-    )
+         WHERE le.id = $1"
+    )))
     .bind(lesson_id)
+    .bind(viewer.id)
     .fetch_optional(db)
     .await?
-    .ok_or_else(|| Error::not_found(LESSON_NOT_FOUND))
+    .ok_or_else(|| Error::not_found(LESSON_NOT_FOUND))?;
+    Ok((r.row, access_with(Some(viewer), r.pro)))
 }
 
 /// 404 for an unpublished world, 403 for a world the caller cannot open.
@@ -467,41 +588,51 @@ fn check_open(access: &Access, row: &LessonRow) -> Result<()> {
     Ok(())
 }
 
-/// The lesson's neighbours in its world's sorted list (§4.5). One query.
-pub async fn neighbours(
-    db: &PgPool,
-    world_id: Uuid,
-    lesson_id: Uuid,
-) -> Result<(Option<Uuid>, Option<Uuid>)> {
-    let row: Option<(Option<Uuid>, Option<Uuid>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT prev_id, next_id FROM (
-             SELECT le.id, lag(le.id) OVER o AS prev_id, lead(le.id) OVER o AS next_id
-             FROM lessons le JOIN levels l ON l.id = le.level_id
-             WHERE l.world_id = $1
-             WINDOW o AS (ORDER BY {LESSON_ORDER_SQL})
-         ) t WHERE t.id = $2"
-    )))
-    .bind(world_id)
-    .bind(lesson_id)
-    .fetch_optional(db)
-    .await?;
-    Ok(row.unwrap_or((None, None)))
-}
-
-/// `GET /api/courses/lessons/{id}` for a signed-in caller.
+/// `GET /api/courses/lessons/{id}` for a signed-in caller: the lesson, the
+/// caller's access and the lesson's neighbours in its world's sorted list
+/// (§4.5), in one query.
 pub async fn lesson_detail(db: &PgPool, viewer: &Viewer, lesson_id: Uuid) -> Result<LessonDetail> {
-    let row = lesson_row(db, lesson_id).await?;
-    let access = access(db, Some(viewer)).await?;
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        row: LessonRow,
+        pro: Option<bool>,
+        prev_id: Option<Uuid>,
+        next_id: Option<Uuid>,
+    }
+    let r = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
+        "SELECT {LESSON_ROW_COLUMNS},
+                (SELECT {PRO_SQL} FROM subscriptions s WHERE s.user_id = $2) AS pro,
+                n.prev_id, n.next_id
+         FROM lessons le
+         JOIN levels l ON l.id = le.level_id
+         JOIN worlds w ON w.id = l.world_id
+         LEFT JOIN LATERAL (
+             SELECT t.prev_id, t.next_id FROM (
+                 SELECT le.id, lag(le.id) OVER o AS prev_id, lead(le.id) OVER o AS next_id
+                 FROM lessons le JOIN levels l ON l.id = le.level_id
+                 WHERE l.world_id = w.id
+                 WINDOW o AS (ORDER BY {LESSON_ORDER_SQL})
+             ) t WHERE t.id = $1
+         ) n ON true
+         WHERE le.id = $1"
+    )))
+    .bind(lesson_id)
+    .bind(viewer.id)
+    .fetch_optional(db)
+    .await?
+    .ok_or_else(|| Error::not_found(LESSON_NOT_FOUND))?;
+    let access = access_with(Some(viewer), r.pro);
+    let row = r.row;
     check_open(&access, &row)?;
-    let (prev, next) = neighbours(db, row.world_id, row.id).await?;
     Ok(LessonDetail {
         id: row.id,
         title: row.title,
         description: row.description,
         video_url: row.video_url,
         xp_value: row.xp_value,
-        next_lesson_id: next,
-        prev_lesson_id: prev,
+        next_lesson_id: r.next_id,
+        prev_lesson_id: r.prev_id,
         week_number: row.week_number,
         day_number: row.day_number,
         content_json: row.content_json,
@@ -533,8 +664,7 @@ pub struct XpGain {
 /// that has just become completed.
 pub async fn complete_lesson(ctx: &Context, viewer: &Viewer, lesson_id: Uuid) -> Result<XpGain> {
     let db = &ctx.db;
-    let row = lesson_row(db, lesson_id).await?;
-    let access = access(db, Some(viewer)).await?;
+    let (row, access) = lesson_row(db, lesson_id, viewer).await?;
     check_open(&access, &row)?;
     let now = ctx.clock.now();
 

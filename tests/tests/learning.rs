@@ -1978,13 +1978,23 @@ async fn lists_cost_a_fixed_number_of_queries() {
         ),
         ("anonymous", None),
     ];
+    // The worlds list reads the catalogue's aggregates once per catalogue
+    // version (then from the process's cache); warm it so every count below
+    // is a steady-state one.
+    let ctx = mambo_core::Context {
+        db: db.clone(),
+        ..app.ctx.clone()
+    };
+    let (r, c) = count_statements(courses::list_worlds(&ctx, None)).await;
+    r.unwrap();
+    assert!(c <= 2, "cold worlds list: {c} statements");
     let mut counts: Vec<(String, usize, usize)> = vec![];
     for (name, v) in &viewers {
         let v = v.as_ref();
         let mut per_world = vec![];
         for (w, level, lesson) in [small, big] {
             let mut n = vec![];
-            let (r, c) = count_statements(courses::list_worlds(&db, v)).await;
+            let (r, c) = count_statements(courses::list_worlds(&ctx, v)).await;
             r.unwrap();
             n.push(("worlds", c));
             let (r, c) = count_statements(courses::world_lessons(&db, v, w)).await;
@@ -2092,4 +2102,89 @@ async fn concurrent_lesson_edits_do_not_overwrite_each_other() {
     .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(ids(&list), vec![lesson]);
+}
+
+/// The worlds list keeps the catalogue's aggregates in process (issue 10); a
+/// write by any means (another API process, plain SQL) is seen by every
+/// process on its next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cached_catalogue_follows_every_write_at_once() {
+    let app = TestApp::spawn_api_only().await;
+    let peer = app.spawn_peer_with(true, false, &[]).await;
+    let student = app.student().await;
+    let (w, level, _) = big_world(&app, 1, 3, student.id).await;
+    let lessons_of = |worlds: &Value| -> Option<i64> {
+        worlds
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == json!(w))
+            .map(|x| x["lesson_count"].as_i64().unwrap())
+    };
+    let list = |url: String| {
+        let client = app.client.clone();
+        let bearer = student.bearer();
+        async move {
+            let (s, v) = json(
+                client
+                    .get(url)
+                    .header("Authorization", bearer)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            v
+        }
+    };
+    // Both processes have the catalogue cached.
+    for _ in 0..2 {
+        assert_eq!(
+            lessons_of(&list(app.url("/api/courses/worlds")).await),
+            Some(3)
+        );
+        assert_eq!(
+            lessons_of(&list(peer.url("/api/courses/worlds")).await),
+            Some(3)
+        );
+    }
+    // A lesson added by plain SQL (no API involved): both see 4 at once, and
+    // the caller's progress (first level done) is still per caller.
+    sqlx::query(
+        "INSERT INTO lessons (level_id, title, video_url, order_index, duration_minutes)
+         VALUES ($1, 'new', 'v', 99, 5)",
+    )
+    .bind(level)
+    .execute(app.db())
+    .await
+    .unwrap();
+    let on_a = list(app.url("/api/courses/worlds")).await;
+    let on_b = list(peer.url("/api/courses/worlds")).await;
+    assert_eq!(lessons_of(&on_a), Some(4));
+    assert_eq!(lessons_of(&on_b), Some(4));
+    let pct = on_b
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == json!(w))
+        .unwrap()["progress_percentage"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(pct, 75.0);
+    // Unpublished through SQL: gone from both lists at once.
+    sqlx::query("UPDATE worlds SET is_published = false WHERE id = $1")
+        .bind(w)
+        .execute(app.db())
+        .await
+        .unwrap();
+    assert_eq!(
+        lessons_of(&list(app.url("/api/courses/worlds")).await),
+        None
+    );
+    assert_eq!(
+        lessons_of(&list(peer.url("/api/courses/worlds")).await),
+        None
+    );
+    peer.stop().await;
 }

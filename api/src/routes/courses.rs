@@ -232,7 +232,7 @@ impl CoursesApi {
         auth: OptionalAuth,
     ) -> ApiResult<Json<Vec<WorldItemOut>>> {
         let v = auth.user().map(viewer);
-        let items = courses::list_worlds(&state.ctx.db, v.as_ref()).await?;
+        let items = courses::list_worlds(&state.ctx, v.as_ref()).await?;
         Ok(Json(items.into_iter().map(Into::into).collect()))
     }
 
