@@ -6,7 +6,7 @@
 //! verify (72-byte truncation) and are upgraded on the next login.
 
 use crate::{Config, Error, Result};
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use argon2::Argon2;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -153,14 +153,87 @@ async fn on_hash_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'stati
 
 /// Hashes a new password with argon2id (OWASP parameters), off the async runtime.
 pub async fn hash_password(password: String) -> Result<String> {
-    on_hash_thread(move || {
-        Argon2::default()
-            .hash_password(password.as_bytes())
-            .map(|h| h.to_string())
-            .map_err(|e| Error::internal(format!("password hashing failed: {e}")))
+    on_hash_thread(move || hash_password_sync(&password))
+        .await
+        .ok_or_else(|| Error::internal("password hashing thread unavailable"))?
+}
+
+/// The largest argon2 memory (in 1 KiB blocks) a hashing thread keeps for
+/// reuse; a stored hash asking for more is verified with a one-off allocation.
+const MAX_REUSED_BLOCKS: usize = 64 * 1024;
+
+thread_local! {
+    /// This thread's argon2 memory, reused by every hash it computes: a login
+    /// flood costs one 19 MiB block per hashing thread, not one malloc'ed (and
+    /// then kept by the allocator) per login (issue 10).
+    static ARGON2_BLOCKS: std::cell::RefCell<Vec<argon2::Block>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `argon2(password, salt)` into `out`, in this thread's reused memory.
+fn argon2_into(ctx: &Argon2, password: &[u8], salt: &[u8], out: &mut [u8]) -> Option<()> {
+    let p = ctx.params();
+    let needed = (p.m_cost() as usize).max(8 * p.p_cost() as usize);
+    if needed > MAX_REUSED_BLOCKS {
+        return ctx.hash_password_into(password, salt, out).ok();
+    }
+    ARGON2_BLOCKS.with_borrow_mut(|blocks| {
+        if blocks.len() < needed {
+            blocks.resize_with(needed, argon2::Block::default);
+        }
+        ctx.hash_password_into_with_memory(password, salt, out, &mut blocks[..needed])
+            .ok()
     })
-    .await
-    .ok_or_else(|| Error::internal("password hashing thread unavailable"))?
+}
+
+/// A new argon2id PHC string with the crate's default (OWASP) parameters.
+pub fn hash_password_sync(password: &str) -> Result<String> {
+    use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+    let fail = |e: &dyn std::fmt::Display| Error::internal(format!("password hashing failed: {e}"));
+    let params = argon2::Params::default();
+    let salt_bytes: [u8; argon2::RECOMMENDED_SALT_LEN] = rand::random();
+    let mut out = [0u8; argon2::Params::DEFAULT_OUTPUT_LEN];
+    let ctx = Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        params.clone(),
+    );
+    argon2_into(&ctx, password.as_bytes(), &salt_bytes, &mut out).ok_or_else(|| fail(&"argon2"))?;
+    let phc = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(argon2::Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| fail(&e))?,
+        salt: Some(Salt::new(&salt_bytes).map_err(|e| fail(&e))?),
+        hash: Some(Output::new(&out).map_err(|e| fail(&e))?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Checks `password` against an argon2 PHC string, in reused memory.
+fn verify_argon2(password: &[u8], hash: &str) -> bool {
+    let Ok(parsed) = argon2::PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(version), Ok(params)) = (
+        argon2::Algorithm::try_from(parsed.algorithm.as_str()),
+        argon2::Version::try_from(parsed.version.unwrap_or(0x13)),
+        argon2::Params::try_from(&parsed),
+    ) else {
+        return false;
+    };
+    let ctx = Argon2::new(algorithm, version, params);
+    let mut out = vec![0u8; expected.len()];
+    if argon2_into(&ctx, password, &salt, &mut out).is_none() {
+        return false;
+    }
+    // Constant time over the output.
+    out.iter()
+        .zip(expected.as_bytes())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
 }
 
 /// The outcome of checking a password against a stored hash.
@@ -186,9 +259,10 @@ pub fn verify_password_sync(password: &str, hash: &str) -> Verified {
             _ => Verified::No,
         }
     } else if hash.starts_with("$argon2") {
-        match Argon2::default().verify_password(password.as_bytes(), hash) {
-            Ok(()) => Verified::Yes,
-            Err(_) => Verified::No,
+        if verify_argon2(password.as_bytes(), hash) {
+            Verified::Yes
+        } else {
+            Verified::No
         }
     } else {
         Verified::No
@@ -271,6 +345,7 @@ mod tests {
 
     #[test]
     fn bcrypt_from_python_verifies_and_argon2_round_trips() {
+        use argon2::PasswordHasher;
         // passlib bcrypt (cost 12) of "password123".
         let h = bcrypt::hash("password123", 4).unwrap();
         assert_eq!(
@@ -285,5 +360,45 @@ mod tests {
         assert!(a.starts_with("$argon2id$"));
         assert_eq!(verify_password_sync("password123", &a), Verified::Yes);
         assert_eq!(verify_password_sync("nope", &a), Verified::No);
+    }
+
+    #[test]
+    fn hashes_in_reused_memory_match_the_argon2_crate() {
+        use argon2::{PasswordHasher, PasswordVerifier};
+        // Ours verifies with the crate's verifier, and the other way round,
+        // twice on the same thread (the memory is reused, not re-zeroed).
+        let ours = hash_password_sync("s3cret pass").unwrap();
+        assert!(
+            ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{ours}"
+        );
+        Argon2::default()
+            .verify_password(b"s3cret pass", ours.as_str())
+            .unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(b"s3cret pasS", ours.as_str())
+                .is_err()
+        );
+        let theirs = Argon2::default()
+            .hash_password(b"another one")
+            .unwrap()
+            .to_string();
+        for _ in 0..2 {
+            assert_eq!(verify_password_sync("another one", &theirs), Verified::Yes);
+            assert_eq!(verify_password_sync("another on", &theirs), Verified::No);
+            assert_eq!(verify_password_sync("s3cret pass", &ours), Verified::Yes);
+        }
+        // Two hashes of one password differ (fresh salt).
+        assert_ne!(ours, hash_password_sync("s3cret pass").unwrap());
+        // Garbage and truncated hashes are a plain "no".
+        assert_eq!(
+            verify_password_sync("x", "$argon2id$v=19$m=19456"),
+            Verified::No
+        );
+        assert_eq!(
+            verify_password_sync("x", &ours[..ours.len() - 5]),
+            Verified::No
+        );
     }
 }
