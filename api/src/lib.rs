@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod fast_json;
 pub mod metrics;
 pub mod middleware;
 pub mod routes;

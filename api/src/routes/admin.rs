@@ -863,7 +863,7 @@ impl AdminApi {
         state: Data<&AppState>,
         auth: UserAuth,
         level_id: Path<String>,
-    ) -> ApiResult<Json<Vec<LessonItemOut>>> {
+    ) -> ApiResult<crate::fast_json::FastJson<Vec<LessonItemOut>>> {
         let admin = auth.admin()?;
         let id = parse_id(&level_id, LEVEL_NOT_FOUND)?;
         Ok(lesson_list(

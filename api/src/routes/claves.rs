@@ -3,6 +3,7 @@
 
 use crate::auth::UserAuth;
 use crate::error::ApiResult;
+use crate::fast_json::FastJson;
 use crate::routes::community::SlotStatusOut;
 use crate::state::AppState;
 use crate::types::ts;
@@ -14,7 +15,7 @@ use poem_openapi::{Object, OpenApi};
 
 pub struct ClavesApi;
 
-#[derive(Object, Debug)]
+#[derive(Object, serde::Serialize, Debug)]
 pub struct WalletTransactionOut {
     id: String,
     amount: i64,
@@ -23,7 +24,7 @@ pub struct WalletTransactionOut {
     created_at: String,
 }
 
-#[derive(Object, Debug)]
+#[derive(Object, serde::Serialize, Debug)]
 pub struct WalletOut {
     current_claves: i64,
     is_pro: bool,
@@ -53,9 +54,13 @@ pub struct BalanceCheckOut {
 impl ClavesApi {
     /// The caller's wallet: balance, 20 newest transactions, video slots
     #[oai(path = "/api/claves/wallet", method = "get")]
-    async fn wallet(&self, state: Data<&AppState>, auth: UserAuth) -> ApiResult<Json<WalletOut>> {
+    async fn wallet(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+    ) -> ApiResult<FastJson<WalletOut>> {
         let w = economy::wallet(&state.ctx, auth.user().id).await?;
-        Ok(Json(WalletOut {
+        Ok(FastJson(WalletOut {
             current_claves: w.current_claves,
             is_pro: w.is_pro,
             recent_transactions: w
@@ -126,5 +131,37 @@ impl ClavesApi {
     ) -> ApiResult<Json<SlotStatusOut>> {
         let s = community::slot_status(&state.ctx, auth.user().id).await?;
         Ok(Json(s.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fast_json::assert_same_json;
+
+    #[test]
+    fn fast_json_matches_the_openapi_serialization() {
+        assert_same_json(&WalletOut {
+            current_claves: 12,
+            is_pro: true,
+            recent_transactions: vec![
+                WalletTransactionOut {
+                    id: "t1".into(),
+                    amount: -1,
+                    reason: "reaction".into(),
+                    reference_id: Some("p1".into()),
+                    created_at: "2026-11-27T10:00:00.5".into(),
+                },
+                WalletTransactionOut {
+                    id: "t2".into(),
+                    amount: 3,
+                    reason: "daily_login".into(),
+                    reference_id: None,
+                    created_at: "2026-11-27T09:00:00".into(),
+                },
+            ],
+            video_slots_used: 1,
+            video_slots_limit: 5,
+        });
     }
 }

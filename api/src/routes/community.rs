@@ -6,6 +6,7 @@
 
 use crate::auth::UserAuth;
 use crate::error::{ApiError, ApiResult};
+use crate::fast_json::FastJson;
 use crate::state::AppState;
 use crate::types::{parse_id, ts};
 use mambo_core::Error as CoreError;
@@ -24,7 +25,7 @@ pub struct CommunityApi;
 // Shapes
 // ---------------------------------------------------------------------------
 
-#[derive(Object, Debug, Clone)]
+#[derive(Object, serde::Serialize, Debug, Clone)]
 pub struct PostUserOut {
     /// users.id
     id: String,
@@ -48,7 +49,7 @@ impl From<community::PostUser> for PostUserOut {
     }
 }
 
-#[derive(Object, Debug, Clone)]
+#[derive(Object, serde::Serialize, Debug, Clone)]
 pub struct PostItemOut {
     id: String,
     user: PostUserOut,
@@ -94,7 +95,7 @@ impl From<community::PostItem> for PostItemOut {
     }
 }
 
-#[derive(Object, Debug, Clone)]
+#[derive(Object, serde::Serialize, Debug, Clone)]
 pub struct ReplyItemOut {
     id: String,
     user: PostUserOut,
@@ -117,9 +118,10 @@ impl From<community::ReplyItem> for ReplyItemOut {
     }
 }
 
-#[derive(Object, Debug)]
+#[derive(Object, serde::Serialize, Debug)]
 pub struct PostDetailOut {
     #[oai(flatten)]
+    #[serde(flatten)]
     post: PostItemOut,
     /// Accepted answer first, then oldest first
     replies: Vec<ReplyItemOut>,
@@ -359,10 +361,10 @@ impl CommunityApi {
         tag: Query<Option<String>>,
         skip: Query<Option<String>>,
         limit: Query<Option<String>>,
-    ) -> ApiResult<Json<Vec<PostItemOut>>> {
+    ) -> ApiResult<FastJson<Vec<PostItemOut>>> {
         let q = page(post_type.0, tag.0, skip.0, limit.0)?;
         let posts = community::feed(&state.ctx, auth.user().id, &q).await?;
-        Ok(Json(posts.into_iter().map(Into::into).collect()))
+        Ok(FastJson(posts.into_iter().map(Into::into).collect()))
     }
 
     /// Search posts by title or tag (`q` at least 2 characters)
@@ -375,7 +377,7 @@ impl CommunityApi {
         post_type: Query<Option<String>>,
         skip: Query<Option<String>>,
         limit: Query<Option<String>>,
-    ) -> ApiResult<Json<Vec<PostItemOut>>> {
+    ) -> ApiResult<FastJson<Vec<PostItemOut>>> {
         let Some(text) = q.0 else {
             return Err(CoreError::validation(
                 &["query", "q"],
@@ -390,7 +392,7 @@ impl CommunityApi {
         v.finish()?;
         let page = page(post_type.0, None, skip.0, limit.0)?;
         let posts = community::search(&state.ctx, auth.user().id, &text, &page).await?;
-        Ok(Json(posts.into_iter().map(Into::into).collect()))
+        Ok(FastJson(posts.into_iter().map(Into::into).collect()))
     }
 
     /// A post with its replies
@@ -400,12 +402,12 @@ impl CommunityApi {
         state: Data<&AppState>,
         auth: UserAuth,
         post_id: Path<String>,
-    ) -> ApiResult<Json<PostDetailOut>> {
+    ) -> ApiResult<FastJson<PostDetailOut>> {
         let id = parse_id(&post_id.0, "Post not found")?;
         let detail = community::post_detail(&state.ctx.db, auth.user().id, id)
             .await?
             .ok_or_else(|| ApiError::msg(404, "Post not found"))?;
-        Ok(Json(PostDetailOut {
+        Ok(FastJson(PostDetailOut {
             post: detail.post.into(),
             replies: detail.replies.into_iter().map(Into::into).collect(),
         }))
@@ -580,5 +582,56 @@ impl CommunityApi {
                 })
                 .collect(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fast_json::assert_same_json;
+
+    #[test]
+    fn fast_json_matches_the_openapi_serialization() {
+        for some in [false, true] {
+            let opt = |s: &str| some.then(|| s.to_string());
+            let user = PostUserOut {
+                id: "u1".into(),
+                first_name: "Ana".into(),
+                last_name: "O'Neil \\ \"x\"".into(),
+                avatar_url: opt("a"),
+                is_pro: some,
+                level: 4,
+            };
+            let post = PostItemOut {
+                id: "p1".into(),
+                user: user.clone(),
+                post_type: "lab".into(),
+                title: "T".into(),
+                body: opt("b\n"),
+                mux_playback_id: opt("m"),
+                video_duration_seconds: some.then_some(30),
+                tags: vec!["mambo".into()],
+                is_wip: some,
+                feedback_type: "coach".into(),
+                is_solved: !some,
+                reaction_count: 3,
+                reply_count: 1,
+                user_reaction: opt("fire"),
+                created_at: "2026-11-27T10:00:00.123456".into(),
+                updated_at: "2026-11-27T10:00:00".into(),
+            };
+            assert_same_json(&vec![post.clone()]);
+            assert_same_json(&PostDetailOut {
+                post,
+                replies: vec![ReplyItemOut {
+                    id: "r1".into(),
+                    user,
+                    content: "c".into(),
+                    mux_playback_id: opt("m"),
+                    is_accepted_answer: some,
+                    created_at: "2026-11-27T10:00:00".into(),
+                }],
+            });
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::auth::{AuthUser, OptionalAuth, UserAuth};
 use crate::error::ApiResult;
+use crate::fast_json::FastJson;
 use crate::state::AppState;
 use crate::types::parse_id;
 use mambo_core::courses::{self, LESSON_NOT_FOUND, LEVEL_NOT_FOUND, Viewer, WORLD_NOT_FOUND};
@@ -23,7 +24,7 @@ pub(crate) fn viewer(u: &AuthUser) -> Viewer {
 }
 
 /// A world (course) in the catalogue.
-#[derive(Object, Debug, Clone)]
+#[derive(Object, serde::Serialize, Debug, Clone)]
 #[oai(rename = "WorldItem")]
 pub struct WorldItemOut {
     pub id: Uuid,
@@ -66,7 +67,7 @@ impl From<courses::WorldItem> for WorldItemOut {
 }
 
 /// A lesson in a list. Content fields are empty for callers who cannot open it.
-#[derive(Object, Debug, Clone)]
+#[derive(Object, serde::Serialize, Debug, Clone)]
 #[oai(rename = "LessonItem")]
 pub struct LessonItemOut {
     pub id: Uuid,
@@ -113,12 +114,12 @@ impl From<courses::LessonItem> for LessonItemOut {
     }
 }
 
-pub(crate) fn lesson_list(items: Vec<courses::LessonItem>) -> Json<Vec<LessonItemOut>> {
-    Json(items.into_iter().map(Into::into).collect())
+pub(crate) fn lesson_list(items: Vec<courses::LessonItem>) -> FastJson<Vec<LessonItemOut>> {
+    FastJson(items.into_iter().map(Into::into).collect())
 }
 
 /// One lesson with its neighbours in the world's order.
-#[derive(Object, Debug, Clone)]
+#[derive(Object, serde::Serialize, Debug, Clone)]
 #[oai(rename = "LessonDetail")]
 pub struct LessonDetailOut {
     pub id: Uuid,
@@ -230,10 +231,10 @@ impl CoursesApi {
         &self,
         state: Data<&AppState>,
         auth: OptionalAuth,
-    ) -> ApiResult<Json<Vec<WorldItemOut>>> {
+    ) -> ApiResult<FastJson<Vec<WorldItemOut>>> {
         let v = auth.user().map(viewer);
         let items = courses::list_worlds(&state.ctx, v.as_ref()).await?;
-        Ok(Json(items.into_iter().map(Into::into).collect()))
+        Ok(FastJson(items.into_iter().map(Into::into).collect()))
     }
 
     /// Every lesson of a world, sorted by week, day and order
@@ -243,7 +244,7 @@ impl CoursesApi {
         state: Data<&AppState>,
         auth: OptionalAuth,
         world_id: Path<String>,
-    ) -> ApiResult<Json<Vec<LessonItemOut>>> {
+    ) -> ApiResult<FastJson<Vec<LessonItemOut>>> {
         let id = parse_id(&world_id, WORLD_NOT_FOUND)?;
         let v = auth.user().map(viewer);
         Ok(lesson_list(
@@ -258,10 +259,10 @@ impl CoursesApi {
         state: Data<&AppState>,
         auth: UserAuth,
         lesson_id: Path<String>,
-    ) -> ApiResult<Json<LessonDetailOut>> {
+    ) -> ApiResult<FastJson<LessonDetailOut>> {
         let id = parse_id(&lesson_id, LESSON_NOT_FOUND)?;
         let d = courses::lesson_detail(&state.ctx.db, &viewer(auth.user()), id).await?;
-        Ok(Json(LessonDetailOut {
+        Ok(FastJson(LessonDetailOut {
             id: d.id,
             title: d.title,
             description: d.description,
@@ -311,7 +312,7 @@ impl CoursesApi {
         state: Data<&AppState>,
         auth: OptionalAuth,
         level_id: Path<String>,
-    ) -> ApiResult<Json<Vec<LessonItemOut>>> {
+    ) -> ApiResult<FastJson<Vec<LessonItemOut>>> {
         let id = parse_id(&level_id, LEVEL_NOT_FOUND)?;
         let v = auth.user().map(viewer);
         Ok(lesson_list(
@@ -362,5 +363,73 @@ impl CoursesApi {
                 .collect(),
             edges: t.edges.into_iter().map(Into::into).collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fast_json::assert_same_json;
+
+    #[test]
+    fn fast_json_matches_the_openapi_serialization() {
+        let id = Uuid::new_v4();
+        for some in [false, true] {
+            let opt = |s: &str| some.then(|| s.to_string());
+            assert_same_json(&vec![WorldItemOut {
+                id,
+                title: "Mambo \"101\" — ñ".into(),
+                description: opt("d"),
+                image_url: opt("https://x/i.png"),
+                thumbnail_url: opt("t"),
+                mux_preview_playback_id: opt("m"),
+                difficulty: "Beginner".into(),
+                course_type: "course".into(),
+                progress_percentage: if some { 33.333333333333336 } else { 0.0 },
+                is_locked: some,
+                total_duration_minutes: 95,
+                objectives: vec!["a".into(), "b".into()],
+                module_count: 3,
+                lesson_count: 12,
+            }]);
+            assert_same_json(&vec![LessonItemOut {
+                id,
+                title: "L".into(),
+                description: opt("d"),
+                video_url: String::new(),
+                xp_value: 50,
+                is_completed: some,
+                is_locked: !some,
+                is_boss_battle: some,
+                order_index: 2,
+                week_number: some.then_some(1),
+                day_number: some.then_some(3),
+                content_json: some.then(|| serde_json::json!({"blocks": [1, "x", null, 2.5]})),
+                mux_playback_id: opt("p"),
+                mux_asset_id: opt("a"),
+                duration_minutes: some.then_some(7),
+                thumbnail_url: opt("t"),
+                lesson_type: "video".into(),
+            }]);
+            assert_same_json(&LessonDetailOut {
+                id,
+                title: "L".into(),
+                description: opt("d"),
+                video_url: "v".into(),
+                xp_value: 10,
+                next_lesson_id: some.then_some(id),
+                prev_lesson_id: None,
+                comments: vec![],
+                week_number: some.then_some(1),
+                day_number: None,
+                content_json: some.then(|| serde_json::json!({"k": "v"})),
+                mux_playback_id: opt("p"),
+                mux_asset_id: opt("a"),
+                thumbnail_url: opt("t"),
+                lesson_type: "quiz".into(),
+                level_id: some.then_some(id),
+                level_title: opt("Level"),
+            });
+        }
     }
 }
