@@ -240,20 +240,32 @@ pub async fn world_items(
 /// (bumped by triggers on worlds, levels and lessons, migration 0100), so a
 /// write through any process is seen at once.
 #[derive(Default)]
-pub struct CatalogCache(std::sync::RwLock<Option<(i64, Arc<Vec<WorldRow>>)>>);
+pub struct CatalogCache(std::sync::RwLock<Option<(i64, Arc<Catalog>)>>);
+
+/// One version of the published catalogue.
+#[derive(Debug)]
+pub struct Catalog {
+    worlds: Vec<WorldRow>,
+    /// Every lesson of a listed world, to its world: a caller's completions
+    /// are counted per world from their lesson ids alone.
+    lesson_world: HashMap<Uuid, Uuid>,
+    /// Each listed world's lessons in the order of §4.5, as nobody's
+    /// (not completed, not redacted), with whether the world is free.
+    lessons: HashMap<Uuid, (bool, Vec<LessonItem>)>,
+}
 
 impl CatalogCache {
-    fn get(&self, version: i64) -> Option<Arc<Vec<WorldRow>>> {
+    fn get(&self, version: i64) -> Option<Arc<Catalog>> {
         let slot = self.0.read().unwrap_or_else(|e| e.into_inner());
         slot.as_ref()
             .filter(|(v, _)| *v == version)
-            .map(|(_, rows)| rows.clone())
+            .map(|(_, c)| c.clone())
     }
 
-    fn put(&self, version: i64, rows: Arc<Vec<WorldRow>>) {
+    fn put(&self, version: i64, catalog: Arc<Catalog>) {
         let mut slot = self.0.write().unwrap_or_else(|e| e.into_inner());
         if slot.as_ref().is_none_or(|(v, _)| *v <= version) {
-            *slot = Some((version, rows));
+            *slot = Some((version, catalog));
         }
     }
 }
@@ -264,51 +276,95 @@ impl std::fmt::Debug for CatalogCache {
     }
 }
 
-/// `GET /api/courses/worlds`: published worlds for the caller. One small query
-/// per request (catalogue version, the caller's pro flag and completions per
-/// world); the aggregates over every lesson only when the catalogue changed.
-pub async fn list_worlds(ctx: &Context, viewer: Option<&Viewer>) -> Result<Vec<WorldItem>> {
-    let user_id = viewer.map(|v| v.id);
-    /// (catalogue version, pro, world id, lessons completed in it)
-    type Head = (i64, Option<bool>, Option<Uuid>, Option<i64>);
-    let head: Vec<Head> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT (SELECT version FROM cache_versions WHERE name = 'catalog'),
-                    (SELECT {PRO_SQL} FROM subscriptions s WHERE s.user_id = $1),
-                    c.world_id, c.completed
-             FROM (SELECT 1) one
-             LEFT JOIN LATERAL (
-                 SELECT l.world_id, count(*) AS completed
-                 FROM user_progress up
-                 JOIN lessons le ON le.id = up.lesson_id
-                 JOIN levels l ON l.id = le.level_id
-                 WHERE up.user_id = $1 AND up.is_completed
-                 GROUP BY l.world_id
-             ) c ON true"
+/// The published catalogue, read from the database (two queries).
+async fn load_catalog(db: &PgPool) -> Result<Catalog> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        world_id: Uuid,
+        world_is_free: bool,
+        #[sqlx(flatten)]
+        item: LessonItem,
+    }
+    let worlds = world_rows(db, None, false, None).await?;
+    let rows = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
+        "SELECT l.world_id, w.is_free AS world_is_free,
+                le.id, le.title, le.description, le.video_url, le.xp_value,
+                false AS is_completed, false AS is_locked,
+                le.is_boss_battle, le.order_index, le.week_number, le.day_number,
+                le.content_json, le.mux_playback_id, le.mux_asset_id, le.duration_minutes,
+                le.thumbnail_url, le.lesson_type
+         FROM lessons le
+         JOIN levels l ON l.id = le.level_id
+         JOIN worlds w ON w.id = l.world_id
+         WHERE w.is_published
+         ORDER BY l.world_id, {LESSON_ORDER_SQL}"
     )))
-    .bind(user_id)
-    .fetch_all(&ctx.db)
+    .fetch_all(db)
     .await?;
-    let version = head.first().map(|h| h.0).unwrap_or(-1);
-    let pro = head.first().and_then(|h| h.1).unwrap_or(false);
-    let completed: HashMap<Uuid, i64> = head.iter().filter_map(|h| Some((h.2?, h.3?))).collect();
-    let access = match viewer {
-        None => Access::ANONYMOUS,
-        Some(v) => Access {
-            user_id: Some(v.id),
-            staff: v.is_staff(),
-            pro: v.is_staff() || pro,
-        },
-    };
-    // The version is read before the aggregates: what is cached under it is
+    let mut lesson_world = HashMap::with_capacity(rows.len());
+    let mut lessons: HashMap<Uuid, (bool, Vec<LessonItem>)> =
+        worlds.iter().map(|w| (w.id, (w.is_free, vec![]))).collect();
+    for r in rows {
+        lesson_world.insert(r.item.id, r.world_id);
+        lessons
+            .entry(r.world_id)
+            .or_insert_with(|| (r.world_is_free, vec![]))
+            .1
+            .push(r.item);
+    }
+    Ok(Catalog {
+        worlds,
+        lesson_world,
+        lessons,
+    })
+}
+
+/// What every catalogue read needs, in one query of index lookups: the
+/// catalogue's version, the caller's pro flag and their completed lessons.
+async fn catalog_head(
+    ctx: &Context,
+    viewer: Option<&Viewer>,
+) -> Result<(Arc<Catalog>, Access, std::collections::HashSet<Uuid>)> {
+    let (version, pro, done): (i64, Option<bool>, Vec<Uuid>) =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT (SELECT version FROM cache_versions WHERE name = 'catalog'),
+                    (SELECT {PRO_SQL} FROM subscriptions s WHERE s.user_id = $1),
+                    ARRAY(SELECT lesson_id FROM user_progress
+                          WHERE user_id = $1 AND is_completed)"
+        )))
+        .bind(viewer.map(|v| v.id))
+        .fetch_one(&ctx.db)
+        .await?;
+    // The version is read before the catalogue: what is cached under it is
     // at least as new as it, never older.
-    let rows = match ctx.catalog.get(version) {
-        Some(rows) => rows,
+    let catalog = match ctx.catalog.get(version) {
+        Some(c) => c,
         None => {
-            let rows = Arc::new(world_rows(&ctx.db, None, false, None).await?);
-            ctx.catalog.put(version, rows.clone());
-            rows
+            let c = Arc::new(load_catalog(&ctx.db).await?);
+            ctx.catalog.put(version, c.clone());
+            c
         }
     };
+    Ok((
+        catalog,
+        access_with(viewer, pro),
+        done.into_iter().collect(),
+    ))
+}
+
+/// `GET /api/courses/worlds`: published worlds for the caller. One small query
+/// per request (catalogue version, the caller's pro flag and completed lesson
+/// ids: index lookups only); the aggregates over every lesson only when the
+/// catalogue changed.
+pub async fn list_worlds(ctx: &Context, viewer: Option<&Viewer>) -> Result<Vec<WorldItem>> {
+    let (catalog, access, done) = catalog_head(ctx, viewer).await?;
+    let mut completed: HashMap<Uuid, i64> = HashMap::new();
+    for lesson in &done {
+        if let Some(world) = catalog.lesson_world.get(lesson) {
+            *completed.entry(*world).or_default() += 1;
+        }
+    }
+    let rows = &catalog.worlds;
     Ok(rows
         .iter()
         .map(|r| world_item(r, &access, completed.get(&r.id).copied().unwrap_or(0)))
@@ -458,10 +514,29 @@ pub enum LessonScope {
 /// `GET /api/courses/worlds/{id}/lessons`: every lesson of the world, sorted per
 /// §4.5; content redacted for callers who cannot open the world.
 pub async fn world_lessons(
-    db: &PgPool,
+    ctx: &Context,
     viewer: Option<&Viewer>,
     world_id: Uuid,
 ) -> Result<Vec<LessonItem>> {
+    // A published world: from the catalogue cache, with the caller's
+    // completions (one query of index lookups).
+    let (catalog, access, done) = catalog_head(ctx, viewer).await?;
+    if let Some((is_free, lessons)) = catalog.lessons.get(&world_id) {
+        let open = access.can_open(*is_free);
+        return Ok(lessons
+            .iter()
+            .map(|l| {
+                let mut item = l.clone();
+                item.is_completed = access.user_id.is_some() && done.contains(&l.id);
+                if !open {
+                    item.redact();
+                }
+                item
+            })
+            .collect());
+    }
+    // Unpublished (staff only) or unknown: from the database.
+    let db = &ctx.db;
     let (world, access) = world_and_access(db, viewer, world_id).await?;
     let mut items = lesson_items(
         db,
