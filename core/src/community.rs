@@ -675,7 +675,13 @@ async fn rows_by_ids(
 /// The community feed (§4.9): one query whatever the page size (plus, with
 /// the cache, up to two Redis reads).
 pub async fn feed(ctx: &Context, viewer: Uuid, q: &FeedQuery) -> Result<Vec<PostItem>> {
-    let version = cache::version(ctx).await;
+    // Shallow pages skip the cache: their ids are an index-only scan of at most
+    // `skip + limit` entries, cheaper than two Redis round trips.
+    let version = if q.skip >= ctx.config.feed_cache_min_skip {
+        cache::version(ctx).await
+    } else {
+        None
+    };
     let cached = match version {
         Some(v) => cache::get(ctx, v, q).await,
         None => None,
@@ -887,10 +893,21 @@ async fn lock_profiles(conn: &mut PgConnection, users: &[Uuid]) -> Result<()> {
     let mut ids = users.to_vec();
     ids.sort();
     ids.dedup();
-    sqlx::query("SELECT 1 FROM user_profiles WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE")
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await?;
+    // One or two users (every caller): `IN ($1, $2)` is planned once per
+    // connection; `= ANY($1)` was re-planned on every call.
+    let q = match ids.as_slice() {
+        [a] => sqlx::query("SELECT 1 FROM user_profiles WHERE user_id = $1 FOR UPDATE").bind(*a),
+        [a, b] => sqlx::query(
+            "SELECT 1 FROM user_profiles WHERE user_id IN ($1, $2) ORDER BY user_id FOR UPDATE",
+        )
+        .bind(*a)
+        .bind(*b),
+        _ => sqlx::query(
+            "SELECT 1 FROM user_profiles WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE",
+        )
+        .bind(ids.clone()),
+    };
+    q.fetch_all(&mut *conn).await?;
     Ok(())
 }
 
@@ -1328,8 +1345,20 @@ pub async fn react(
     .bind(owner)
     .execute(&mut *tx)
     .await?;
-    badge_check(&mut tx, user_id, "reactions_given").await?;
-    badge_check(&mut tx, owner, received_stat(reaction_type)).await?;
+    jobs::enqueue_many(
+        &mut tx,
+        &[
+            BadgeCheckJob {
+                user_id,
+                stat: "reactions_given".into(),
+            },
+            BadgeCheckJob {
+                user_id: owner,
+                stat: received_stat(reaction_type).into(),
+            },
+        ],
+    )
+    .await?;
     tx.commit().await?;
     jobs::wake_relay(ctx);
     Ok(Done {

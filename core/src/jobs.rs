@@ -167,6 +167,29 @@ pub async fn enqueue<J: Job>(conn: &mut sqlx::PgConnection, job: &J) -> Result<U
     Ok(id)
 }
 
+/// [`enqueue`] for several jobs of one queue, in one statement.
+pub async fn enqueue_many<J: Job>(conn: &mut sqlx::PgConnection, jobs: &[J]) -> Result<Vec<Uuid>> {
+    let mut ids = Vec::with_capacity(jobs.len());
+    let mut payloads = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        payloads.push(
+            serde_json::to_value(job)
+                .map_err(|e| Error::internal(format!("serializing a {} job: {e}", J::QUEUE)))?,
+        );
+        ids.push(Uuid::now_v7());
+    }
+    sqlx::query(
+        "INSERT INTO job_outbox (id, queue, payload)
+         SELECT id, $2, payload FROM unnest($1::uuid[], $3::jsonb[]) AS t(id, payload)",
+    )
+    .bind(&ids)
+    .bind(J::QUEUE)
+    .bind(&payloads)
+    .execute(conn)
+    .await?;
+    Ok(ids)
+}
+
 /// Tells this process's relay that the outbox has new rows (call after commit).
 pub fn wake_relay(ctx: &Context) {
     ctx.outbox_notify.notify_one();
