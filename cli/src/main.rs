@@ -8,6 +8,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod local_s3;
 
@@ -166,13 +169,20 @@ async fn shutdown_signal() {
 }
 
 async fn connect(config: &Config) -> anyhow::Result<sqlx::PgPool> {
-    mambo_core::db::connect(config.database_url.expose(), 20)
+    mambo_core::db::connect(config.database_url.expose(), config.database_pool_size)
         .await
         .context("cannot connect to PostgreSQL (check DATABASE_URL)")
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime")
+        .block_on(async_main());
+}
+
+async fn async_main() {
     let cli = Cli::parse();
     // The broadcast command draws a progress bar: keep its logs to warnings.
     init_tracing(match cli.command {
