@@ -19,7 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/mambo_bench";
+/// Loopback without TLS: PostgreSQL's default `sslmode=prefer` encrypts even
+/// 127.0.0.1, which cost both processes CPU in every benchmark cell.
+pub const DEFAULT_DATABASE_URL: &str =
+    "postgres://postgres@127.0.0.1:5432/mambo_bench?sslmode=disable";
 const SECRET: &str = "bench-secret-key-not-for-production";
 
 #[derive(clap::Args, Debug, Clone)]
@@ -643,13 +646,41 @@ pub async fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where an endpoint's sequence numbers stopped in earlier runs on this
+/// database: a new run goes on from there, so a react is always a new (user,
+/// post) pair (the spend path), never an "Already reacted" replay of an
+/// earlier run's pair.
+async fn load_seq(conn: &mut PgConnection, endpoint: &str) -> anyhow::Result<u64> {
+    let v: Option<String> = sqlx::query_scalar("SELECT value FROM bench_meta WHERE key = $1")
+        .bind(format!("seq:{endpoint}"))
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+async fn save_seq(conn: &mut PgConnection, endpoint: &str, seq: u64) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO bench_meta (key, value) VALUES ($1, $2)
+         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+    )
+    .bind(format!("seq:{endpoint}"))
+    .bind(seq.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 async fn run_all(args: &BenchArgs, f: Arc<Fixtures>, pid: u32) -> anyhow::Result<Vec<Row>> {
+    let (opts, _) = options(&args.seed.database_url)?;
+    let mut conn = PgConnection::connect_with(&opts).await?;
     let mut rows = vec![];
     for ep in endpoints(f) {
         if !args.only.is_empty() && !args.only.iter().any(|o| ep.name.contains(o.as_str())) {
             continue;
         }
         eprintln!("{}", ep.name);
+        ep.counter
+            .store(load_seq(&mut conn, &ep.name).await?, Ordering::Relaxed);
         if args.warmup > 0.0 {
             run_cell(&ep, 8, Duration::from_secs_f64(args.warmup)).await?;
         }
@@ -676,6 +707,7 @@ async fn run_all(args: &BenchArgs, f: Arc<Fixtures>, pid: u32) -> anyhow::Result
                 peak_kib,
             });
         }
+        save_seq(&mut conn, &ep.name, ep.counter.load(Ordering::Relaxed)).await?;
     }
     Ok(rows)
 }
