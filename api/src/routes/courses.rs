@@ -248,7 +248,7 @@ impl CoursesApi {
         let id = parse_id(&world_id, WORLD_NOT_FOUND)?;
         let v = auth.user().map(viewer);
         Ok(lesson_list(
-            courses::world_lessons(&state.ctx.db, v.as_ref(), id).await?,
+            courses::world_lessons(&state.ctx, v.as_ref(), id).await?,
         ))
     }
 
