@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 use std::collections::HashMap;
+use std::sync::Arc;
 use uuid::Uuid;
 
 pub const POST_TYPES: &[&str] = &["stage", "lab"];
@@ -675,15 +676,19 @@ async fn rows_by_ids(
 /// The community feed (§4.9): one query whatever the page size (plus, with
 /// the cache, up to two Redis reads).
 pub async fn feed(ctx: &Context, viewer: Uuid, q: &FeedQuery) -> Result<Vec<PostItem>> {
-    // Shallow pages skip the cache: their ids are an index-only scan of at most
-    // `skip + limit` entries, cheaper than two Redis round trips.
-    let version = if q.skip >= ctx.config.feed_cache_min_skip {
-        cache::version(ctx).await
-    } else {
-        None
-    };
+    // The generation is read from Redis on every request (a write through any
+    // process bumps it); the page's ids come from this process's copy, else
+    // from Redis, else from the database.
+    let version = cache::version(ctx).await;
     let cached = match version {
-        Some(v) => cache::get(ctx, v, q).await,
+        Some(v) => match cache::local_get(ctx, v, q) {
+            Some(ids) => Some(ids),
+            None => cache::get(ctx, v, q).await.map(|ids| {
+                let ids = Arc::new(ids);
+                cache::local_put(ctx, v, q, ids.clone());
+                ids
+            }),
+        },
         None => None,
     };
     let mut conn = ctx.db.acquire().await?;
@@ -694,6 +699,7 @@ pub async fn feed(ctx: &Context, viewer: Uuid, q: &FeedQuery) -> Result<Vec<Post
             if let Some(v) = version {
                 let ids: Vec<Uuid> = rows.iter().map(|r| r.post.id).collect();
                 cache::put(ctx, v, q, &ids).await;
+                cache::local_put(ctx, v, q, Arc::new(ids));
             }
             rows
         }
@@ -1606,7 +1612,7 @@ pub mod cache {
     use super::FeedQuery;
     use crate::Context;
     use std::collections::HashMap;
-    use std::sync::{LazyLock, Mutex};
+    use std::sync::{Arc, LazyLock, Mutex};
     use std::time::Duration;
     use uuid::Uuid;
 
@@ -1693,6 +1699,43 @@ pub mod cache {
             Ok(v.unwrap_or(0))
         })
         .await
+    }
+
+    /// (generation, post type, tag, skip, limit)
+    type LocalKey = (i64, Option<String>, Option<String>, i64, i64);
+    type LocalPages = HashMap<LocalKey, (std::time::Instant, Arc<Vec<Uuid>>)>;
+    /// Pages this process has read, per Redis namespace, for the current
+    /// generation only (older ones are dropped on the next store): a hit costs
+    /// no Redis read of the page.
+    static LOCAL: LazyLock<Mutex<HashMap<String, LocalPages>>> = LazyLock::new(Default::default);
+    /// Pages kept per namespace.
+    const LOCAL_MAX: usize = 512;
+
+    fn local_key(version: i64, q: &FeedQuery) -> LocalKey {
+        let blank = |s: &Option<String>| s.clone().filter(|v| !v.is_empty());
+        (version, blank(&q.post_type), blank(&q.tag), q.skip, q.limit)
+    }
+
+    /// This process's copy of a page of generation `version` (at most
+    /// [`TTL_SECS`] old).
+    pub fn local_get(ctx: &Context, version: i64, q: &FeedQuery) -> Option<Arc<Vec<Uuid>>> {
+        let map = LOCAL.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, ids) = map
+            .get(ctx.redis.namespace())?
+            .get(&local_key(version, q))?;
+        (at.elapsed() < Duration::from_secs(TTL_SECS)).then(|| ids.clone())
+    }
+
+    /// Keeps a page of generation `version` in this process.
+    pub fn local_put(ctx: &Context, version: i64, q: &FeedQuery, ids: Arc<Vec<Uuid>>) {
+        let mut map = LOCAL.lock().unwrap_or_else(|e| e.into_inner());
+        let pages = map.entry(ctx.redis.namespace().to_string()).or_default();
+        let ttl = Duration::from_secs(TTL_SECS);
+        pages.retain(|k, (at, _)| k.0 == version && at.elapsed() < ttl);
+        if pages.len() >= LOCAL_MAX {
+            pages.clear();
+        }
+        pages.insert(local_key(version, q), (std::time::Instant::now(), ids));
     }
 
     /// The cached ids of a page of generation `version`.

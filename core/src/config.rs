@@ -132,10 +132,6 @@ pub struct Config {
     pub economy_overrides: HashMap<String, i64>,
     /// Seconds between a worker's heartbeats in Redis (`WORKER_HEARTBEAT_SECONDS`, 10).
     pub worker_heartbeat_seconds: u64,
-    /// Feed pages from this `skip` on keep their post ids in Redis
-    /// (`FEED_CACHE_MIN_SKIP`, 200): a shallow page is one index-only scan, as
-    /// cheap as reading the cache; a deep OFFSET is not.
-    pub feed_cache_min_skip: i64,
     /// Connections in each process's PostgreSQL pool (`DATABASE_POOL_SIZE`, 20).
     pub database_pool_size: u32,
     /// Heartbeats a worker may miss before it counts as dead and its in-flight
@@ -355,7 +351,6 @@ impl Config {
             mux_stream_base_url: base(get("MUX_STREAM_BASE_URL"), "https://stream.mux.com"),
             economy_overrides,
             worker_heartbeat_seconds: positive("WORKER_HEARTBEAT_SECONDS", 10)?,
-            feed_cache_min_skip: parse_i64("FEED_CACHE_MIN_SKIP", 200)?.max(0),
             database_pool_size: positive("DATABASE_POOL_SIZE", 20)?.min(1000) as u32,
             worker_missed_heartbeats: positive("WORKER_MISSED_HEARTBEATS", 6)?,
             daily_maintenance_schedule: get("DAILY_MAINTENANCE_SCHEDULE")

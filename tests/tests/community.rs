@@ -1467,9 +1467,7 @@ async fn feed_query_count_is_fixed() {
     // A context of its own with statement logging on, and no background tasks.
     let db = mambo_tests::TestDb::new().await;
     let ns = format!("test-{}", Uuid::new_v4().simple());
-    let mut vars = mambo_tests::test_vars(&db.url, &ns);
-    // Every page through the cache (by default only deep ones are).
-    vars.insert("FEED_CACHE_MIN_SKIP".into(), "0".into());
+    let vars = mambo_tests::test_vars(&db.url, &ns);
     let config = mambo_core::Config::from_map(&vars).unwrap();
     let opts: sqlx::postgres::PgConnectOptions = db.url.parse().unwrap();
     let pool = sqlx::postgres::PgPoolOptions::new()
