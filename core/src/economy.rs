@@ -142,19 +142,11 @@ pub async fn credit(
     reference_id: Option<Uuid>,
     dedupe_key: Option<&str>,
 ) -> Result<Option<i64>> {
-    let (inserted, balance): (i64, Option<i32>) = sqlx::query_as(
-        "WITH t AS (
-             INSERT INTO clave_transactions (user_id, amount, reason, reference_id, dedupe_key)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
-             RETURNING id
-         ), p AS (
-             UPDATE user_profiles SET current_claves = current_claves + $2, updated_at = now()
-             WHERE user_id = $1 AND EXISTS (SELECT 1 FROM t)
-             RETURNING current_claves
-         )
-         SELECT (SELECT count(*) FROM t), (SELECT current_claves FROM p)",
-    )
+    let (inserted, balance): (i64, Option<i32>) = sqlx::query_as(sqlx::AssertSqlSafe(credit_sql(
+        "INSERT INTO clave_transactions (user_id, amount, reason, reference_id, dedupe_key)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING",
+    )))
     .bind(user_id)
     .bind(amount as i32)
     .bind(reason)
@@ -177,20 +169,12 @@ pub async fn credit_capped(
     reference_id: Uuid,
     cap: i64,
 ) -> Result<Option<i64>> {
-    let (inserted, balance): (i64, Option<i32>) = sqlx::query_as(
-        "WITH t AS (
-             INSERT INTO clave_transactions (user_id, amount, reason, reference_id)
-             SELECT $1, $2, $3, $4
-             WHERE (SELECT count(*) FROM clave_transactions
-                    WHERE user_id = $1 AND reason = $3 AND reference_id = $4) < $5
-             RETURNING id
-         ), p AS (
-             UPDATE user_profiles SET current_claves = current_claves + $2, updated_at = now()
-             WHERE user_id = $1 AND EXISTS (SELECT 1 FROM t)
-             RETURNING current_claves
-         )
-         SELECT (SELECT count(*) FROM t), (SELECT current_claves FROM p)",
-    )
+    let (inserted, balance): (i64, Option<i32>) = sqlx::query_as(sqlx::AssertSqlSafe(credit_sql(
+        "INSERT INTO clave_transactions (user_id, amount, reason, reference_id)
+         SELECT $1, $2, $3, $4
+         WHERE (SELECT count(*) FROM clave_transactions
+                WHERE user_id = $1 AND reason = $3 AND reference_id = $4) < $5",
+    )))
     .bind(user_id)
     .bind(amount as i32)
     .bind(reason)
@@ -199,6 +183,20 @@ pub async fn credit_capped(
     .fetch_one(&mut *conn)
     .await?;
     credited(inserted, balance)
+}
+
+/// One credit statement: `insert` (a ledger row of user `$1`, amount `$2`, or
+/// none), then the balance moved by `$2` only if the row was written. Returns
+/// (rows written, new balance).
+fn credit_sql(insert: &str) -> String {
+    format!(
+        "WITH t AS ({insert} RETURNING id), p AS (
+             UPDATE user_profiles SET current_claves = current_claves + $2, updated_at = now()
+             WHERE user_id = $1 AND EXISTS (SELECT 1 FROM t)
+             RETURNING current_claves
+         )
+         SELECT (SELECT count(*) FROM t), (SELECT current_claves FROM p)"
+    )
 }
 
 fn credited(inserted: i64, balance: Option<i32>) -> Result<Option<i64>> {
