@@ -15,7 +15,11 @@ use std::time::{Duration, Instant};
 /// The clusters of Debian's postgresql-common (`/etc/postgresql/<version>/<name>`).
 fn clusters() -> Vec<(String, String)> {
     let mut out = vec![];
-    for v in std::fs::read_dir("/etc/postgresql").into_iter().flatten().flatten() {
+    for v in std::fs::read_dir("/etc/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         for c in std::fs::read_dir(v.path()).into_iter().flatten().flatten() {
             out.push((
                 v.file_name().to_string_lossy().into_owned(),
@@ -30,7 +34,10 @@ fn clusters() -> Vec<(String, String)> {
 #[ignore = "restarts the shared PostgreSQL server; run alone with --ignored"]
 async fn postgresql_restarted_under_load_the_pool_recovers() {
     let clusters = clusters();
-    assert!(!clusters.is_empty(), "no pg_ctlcluster cluster on this machine");
+    assert!(
+        !clusters.is_empty(),
+        "no pg_ctlcluster cluster on this machine"
+    );
     let app = TestApp::spawn().await;
     let user = app.student().await;
 
