@@ -597,3 +597,37 @@ impl TestApp {
         (b as i64, s.unwrap_or(0))
     }
 }
+
+impl TestApp {
+    /// After a fault: the same API process answers every request. 30 feed
+    /// reads, then `then` (a write or a read, `method path`) as `user`, all 200,
+    /// and the user's balance still equals their ledger.
+    pub async fn assert_serves_after_fault(&self, user: &TestUser, then: (&str, &str)) {
+        for i in 0..30 {
+            let (s, v) = json(
+                self.get("/api/community/feed")
+                    .header("Authorization", user.bearer())
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "request {i} after the fault: {v}");
+        }
+        let (method, path) = then;
+        let req = match method {
+            "POST" => self.post(path),
+            _ => self.get(path),
+        };
+        let (s, v) = json(
+            req.header("Authorization", user.bearer())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{method} {path} after the fault: {v}");
+        let (balance, ledger) = self.balance_and_ledger(user.id).await;
+        assert_eq!(balance, ledger);
+    }
+}

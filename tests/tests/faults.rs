@@ -211,28 +211,8 @@ async fn killed_database_connections_are_replaced_without_restarting_the_api() {
     );
 
     // Afterwards every request succeeds, reads and writes, on the same API.
-    for i in 0..30 {
-        let (s, v) = json(
-            app.get("/api/community/feed")
-                .header("Authorization", user.bearer())
-                .send()
-                .await
-                .unwrap(),
-        )
+    app.assert_serves_after_fault(&user, ("POST", "/api/claves/daily-claim"))
         .await;
-        assert_eq!(s, StatusCode::OK, "request {i} after the kills: {v}");
-    }
-    let (s, v) = json(
-        app.post("/api/claves/daily-claim")
-            .header("Authorization", user.bearer())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let (balance, ledger) = app.balance_and_ledger(user.id).await;
-    assert_eq!(balance, ledger);
     println!(
         "pg kill: {killed} backends terminated, {ok}/{} requests ok during the kills",
         statuses.len()
