@@ -1,6 +1,9 @@
 //! The Profile shape of API.md §3.0, used by `/api/auth/me`, `/api/users/me`
 //! and `/api/users/public/{username}`. Built in two queries whatever the user
 //! has: one for the profile (with role, tier and stats), one for the badges.
+//! The caller's own profile carries every badge definition with its earned
+//! state (the frontend's trophy case shows locked badges from the same list);
+//! a public profile carries only the earned ones.
 
 use crate::badges::{self, BadgeItem};
 use crate::{Error, Result};
@@ -32,7 +35,8 @@ pub struct Profile {
     pub current_level_tag: Option<String>,
     pub reputation: i64,
     pub current_claves: i64,
-    /// The badges the user has earned, in display order.
+    /// Own profile: every badge definition with the user's state, in the
+    /// order of `GET /api/badges/`. Public profile: only the earned ones.
     pub badges: Vec<BadgeItem>,
     pub stats: Stats,
 }
@@ -68,11 +72,23 @@ const SELECT: &str = "SELECT u.id AS user_id, p.first_name, p.last_name, p.usern
      LEFT JOIN subscriptions s ON s.user_id = p.user_id
      LEFT JOIN user_stats st ON st.user_id = p.user_id";
 
-async fn build(db: &PgPool, row: Option<Row>) -> Result<Option<Profile>> {
+/// Which badges a profile carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BadgeSet {
+    /// Every definition with the user's earned state (the user's own profile).
+    Catalogue,
+    /// Only the earned badges (someone else's public profile).
+    Earned,
+}
+
+async fn build(db: &PgPool, row: Option<Row>, set: BadgeSet) -> Result<Option<Profile>> {
     let Some(r) = row else {
         return Ok(None);
     };
-    let badges = badges::earned_for_user(db, r.user_id).await?;
+    let badges = match set {
+        BadgeSet::Catalogue => badges::list_for_user(db, Some(r.user_id)).await?,
+        BadgeSet::Earned => badges::earned_for_user(db, r.user_id).await?,
+    };
     Ok(Some(Profile {
         id: r.user_id,
         first_name: r.first_name,
@@ -104,7 +120,7 @@ pub async fn by_user_id(db: &PgPool, user_id: Uuid) -> Result<Option<Profile>> {
     .bind(user_id)
     .fetch_optional(db)
     .await?;
-    build(db, row).await
+    build(db, row, BadgeSet::Catalogue).await
 }
 
 /// The profile whose username matches case-insensitively (D31).
@@ -115,7 +131,7 @@ pub async fn by_username(db: &PgPool, username: &str) -> Result<Option<Profile>>
     .bind(username.trim())
     .fetch_optional(db)
     .await?;
-    build(db, row).await
+    build(db, row, BadgeSet::Earned).await
 }
 
 /// A public profile: someone else's balance is not shown (D31).

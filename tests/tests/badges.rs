@@ -241,6 +241,97 @@ async fn badge_list_is_served_with_and_without_the_slash() {
     }
 }
 
+/// Issue 15: both profile routes carry the whole catalogue with the caller's
+/// state, exactly as `GET /api/badges/` lists it; the public profile only the
+/// earned badges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_profiles_carry_every_badge_in_the_catalogue_order() {
+    let app = TestApp::spawn_api_only().await;
+    let user = app.student().await;
+    let other = app.student().await;
+    // Two earned badges: one placed by the user, one unordered; and one for
+    // somebody else, which must not show as earned here.
+    sqlx::query(
+        "INSERT INTO user_badges (user_id, badge_id, earned_at, display_order) VALUES
+         ($1, 'firestarter_bronze', '2026-01-02T03:04:05Z', 0),
+         ($1, 'curious_mind_silver', '2026-02-03T04:05:06Z', 1),
+         ($2, 'center_stage_bronze', '2026-02-03T04:05:06Z', 1)",
+    )
+    .bind(user.id)
+    .bind(other.id)
+    .execute(app.db())
+    .await
+    .unwrap();
+    let get = |path: &'static str| {
+        let app = &app;
+        let bearer = user.bearer();
+        async move {
+            let (s, v) = json(
+                app.get(path)
+                    .header("Authorization", bearer)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "{path}: {v}");
+            v
+        }
+    };
+    let catalogue = get("/api/badges/").await;
+    let me = get("/api/auth/me").await;
+    let users_me = get("/api/users/me").await;
+    assert_eq!(catalogue.as_array().unwrap().len(), 38);
+    assert_eq!(me["badges"], catalogue);
+    assert_eq!(users_me["badges"], catalogue);
+    let items = me["badges"].as_array().unwrap();
+    // Earned first, the placed one before the unordered one (0 counts as 9999).
+    assert_eq!(items[0]["id"], "curious_mind_silver");
+    assert_eq!(items[0]["is_earned"], true);
+    assert_eq!(items[0]["display_order"], 1);
+    assert!(
+        items[0]["earned_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-02-03T04:05:06")
+    );
+    assert_eq!(items[1]["id"], "firestarter_bronze");
+    assert_eq!(items[1]["is_earned"], true);
+    assert!(
+        items[2..]
+            .iter()
+            .all(|b| b["is_earned"] == false && b["earned_at"].is_null())
+    );
+    let locked: Vec<i64> = items[2..]
+        .iter()
+        .map(|b| b["requirement_value"].as_i64().unwrap())
+        .collect();
+    assert!(locked.windows(2).all(|w| w[0] >= w[1]), "{locked:?}");
+
+    // The public profile keeps showing only what was earned.
+    let username: String =
+        sqlx::query_scalar("SELECT username FROM user_profiles WHERE user_id = $1")
+            .bind(user.id)
+            .fetch_one(app.db())
+            .await
+            .unwrap();
+    let (s, public) = json(
+        app.get(&format!("/api/users/public/{username}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let ids: Vec<&str> = public["badges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["curious_mind_silver", "firestarter_bronze"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_badges_and_stats_resolve_user_and_profile_ids() {
     let app = TestApp::spawn_api_only().await;

@@ -182,7 +182,14 @@ async fn register_creates_the_account_with_bonus_tokens_and_cookies() {
     assert_eq!(me["streak_count"], 0);
     assert_eq!(me["tier"], "rookie");
     assert_eq!(me["role"], "student");
-    assert_eq!(me["badges"], json!([]));
+    // The trophy case: every definition, none earned yet.
+    let badges = me["badges"].as_array().unwrap();
+    assert_eq!(badges.len(), 38);
+    assert!(
+        badges
+            .iter()
+            .all(|b| b["is_earned"] == false && b["earned_at"].is_null())
+    );
     assert_eq!(
         me["stats"],
         json!({"reactions_given": 0, "reactions_received": 0, "solutions_accepted": 0})
@@ -2002,6 +2009,7 @@ async fn public_profiles_badges_order_and_leaderboard() {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|b| b["is_earned"] == true)
         .map(|b| {
             (
                 b["id"].as_str().unwrap().to_string(),
