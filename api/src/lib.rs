@@ -2,6 +2,7 @@
 //! `mambo_core`.
 
 pub mod auth;
+pub mod deferred;
 pub mod error;
 pub mod fast_json;
 pub mod metrics;

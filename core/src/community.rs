@@ -1101,20 +1101,40 @@ pub async fn create_post(ctx: &Context, user_id: Uuid, input: NewPost) -> Result
 }
 
 /// Edits a post (owner only; §4.9 "Update post").
+/// 404 `Post not found` or 403 `You can only edit your own posts` unless
+/// `user_id` wrote the post. The edit route asks this before it reads the
+/// body; [`update_post`] asks again under the row lock.
+pub async fn ensure_post_author(ctx: &Context, user_id: Uuid, post_id: Uuid) -> Result<()> {
+    let author: Option<Uuid> = sqlx::query_scalar("SELECT user_id FROM posts WHERE id = $1")
+        .bind(post_id)
+        .fetch_optional(&ctx.db)
+        .await?;
+    match author {
+        None => Err(post_not_found()),
+        Some(a) if a != user_id => Err(not_the_author()),
+        Some(_) => Ok(()),
+    }
+}
+
+fn not_the_author() -> Error {
+    fail(403, "You can only edit your own posts")
+}
+
 pub async fn update_post(
     ctx: &Context,
     user_id: Uuid,
     post_id: Uuid,
     input: PostUpdate,
 ) -> Result<PostWritten> {
-    input.validate()?;
     let mut tx = ctx.db.begin().await?;
     let post = lock_post(&mut tx, post_id)
         .await?
         .ok_or_else(post_not_found)?;
     if post.user_id != user_id {
-        return Err(fail(403, "You can only edit your own posts"));
+        return Err(not_the_author());
     }
+    // The author's rights first, then the input (a stranger learns nothing).
+    input.validate()?;
     if let Some(b) = &input.body
         && post.post_type == "lab"
         && b.trim().is_empty()

@@ -507,6 +507,65 @@ fn parse_or_404(raw: &str, what: &str) -> Result<Uuid> {
     Uuid::parse_str(raw.trim()).map_err(|_| Error::not_found(format!("{what} not found")))
 }
 
+/// Who may upload for `req`'s kind of target: an admin for lesson, course and
+/// level videos (and when no target is given), any signed-in user for post
+/// and reply videos (ownership is checked with the target).
+fn upload_caller(
+    user: Option<Caller>,
+    admin: Option<Caller>,
+    req: &UploadRequest,
+) -> Result<Caller> {
+    if present(&req.lesson_id).is_some()
+        || present(&req.course_id).is_some()
+        || present(&req.level_id).is_some()
+    {
+        admin.ok_or_else(|| {
+            Error::forbidden("Admin access required for lesson/course video uploads")
+        })
+    } else if present(&req.post_id).is_some() || present(&req.reply_id).is_some() {
+        user.ok_or_else(|| {
+            Error::unauthorized("Authentication required for community post uploads")
+        })
+    } else {
+        admin.ok_or_else(|| Error::unauthorized("Admin access required"))
+    }
+}
+
+/// The rights part of [`create_upload`] alone (role, then ownership of a
+/// post or reply target), for a request whose body could not be read: the
+/// caller who may not upload hears 401/403/404, not what was wrong with the
+/// body.
+pub async fn authorize_upload(
+    ctx: &Context,
+    user: Option<Caller>,
+    admin: Option<Caller>,
+    req: &UploadRequest,
+) -> Result<()> {
+    let caller = upload_caller(user, admin, req)?;
+    let (table, raw, what) = match (present(&req.post_id), present(&req.reply_id)) {
+        (Some(p), _) => ("posts", p, "post"),
+        (None, Some(r)) => ("post_replies", r, "reply"),
+        (None, None) => return Ok(()),
+    };
+    let Ok(id) = Uuid::parse_str(raw) else {
+        return Ok(());
+    };
+    let owner: Option<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT user_id FROM {table} WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&ctx.db)
+    .await?;
+    match owner {
+        Some(o) if o != caller.id && !caller.is_admin => Err(Error::forbidden(if what == "post" {
+            "You can only upload videos to your own posts"
+        } else {
+            "You can only upload videos to your own replies"
+        })),
+        _ => Ok(()),
+    }
+}
+
 /// Creates a Mux direct upload (§3.6). `user` is the signed-in caller (if any);
 /// `admin` is the caller when an admin is established by header, cookie or
 /// `?token=`.
@@ -523,17 +582,7 @@ pub async fn create_upload(
     let reply = present(&req.reply_id);
 
     // Authorization first (nothing about the deployment leaks to strangers).
-    let caller = if lesson.is_some() || course.is_some() || level.is_some() {
-        admin.ok_or_else(|| {
-            Error::forbidden("Admin access required for lesson/course video uploads")
-        })?
-    } else if post.is_some() || reply.is_some() {
-        user.ok_or_else(|| {
-            Error::unauthorized("Authentication required for community post uploads")
-        })?
-    } else {
-        admin.ok_or_else(|| Error::unauthorized("Admin access required"))?
-    };
+    let caller = upload_caller(user, admin, req)?;
     // §3.6 fixes this endpoint's message; the status is issue 7's 503.
     let mux = client(ctx).map_err(|_| Error::unavailable(MSG_VIDEO_NOT_CONFIGURED))?;
 

@@ -7,7 +7,7 @@
 //! is also "unchanged" on the frontend's `PUT` routes (the reference's rule),
 //! while the seed's `PATCH` aliases use it to clear a nullable field (D36).
 
-use crate::auth::UserAuth;
+use crate::auth::AdminAuth;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::courses::{EdgeOut, LessonItemOut, WorldItemOut, lesson_list};
 use crate::state::AppState;
@@ -456,12 +456,12 @@ pub struct EdgeCreateIn {
 impl AdminApi {
     async fn update_course(
         state: &AppState,
-        auth: UserAuth,
+        auth: AdminAuth,
         course_id: &str,
         body: WorldUpdateIn,
         nulls_clear: bool,
     ) -> ApiResult<Json<WorldItemOut>> {
-        let admin = auth.admin()?;
+        let admin = auth.into_user();
         let id = parse_id(course_id, COURSE_NOT_FOUND)?;
         let w = core_admin::update_world(&state.ctx.db, admin.id, id, body.into_core(nulls_clear))
             .await?;
@@ -470,10 +470,9 @@ impl AdminApi {
 
     async fn course_full(
         state: &AppState,
-        auth: UserAuth,
+        _admin: AdminAuth,
         course_id: &str,
     ) -> ApiResult<Json<CourseFullOut>> {
-        auth.admin()?;
         let id = parse_id(course_id, COURSE_NOT_FOUND)?;
         let f = core_admin::course_full(&state.ctx.db, id).await?;
         let w = f.world;
@@ -536,12 +535,11 @@ impl AdminApi {
 
     async fn update_lesson(
         state: &AppState,
-        auth: UserAuth,
+        _admin: AdminAuth,
         lesson_id: &str,
         body: LessonUpdateIn,
         nulls_clear: bool,
     ) -> ApiResult<Json<LessonUpdatedOut>> {
-        auth.admin()?;
         let id = parse_id(lesson_id, LESSON_NOT_FOUND)?;
         let u = core_admin::update_lesson(&state.ctx.db, id, body.into_core(nulls_clear)).await?;
         Ok(Json(LessonUpdatedOut {
@@ -556,8 +554,7 @@ impl AdminApi {
 impl AdminApi {
     /// Counts for the admin dashboard
     #[oai(path = "/api/admin/stats", method = "get")]
-    async fn stats(&self, state: Data<&AppState>, auth: UserAuth) -> ApiResult<Json<StatsOut>> {
-        auth.admin()?;
+    async fn stats(&self, state: Data<&AppState>, _admin: AdminAuth) -> ApiResult<Json<StatsOut>> {
         let s = core_admin::stats(&state.ctx.db).await?;
         Ok(Json(StatsOut {
             total_users: s.total_users,
@@ -571,12 +568,11 @@ impl AdminApi {
     async fn students(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        _admin: AdminAuth,
         search: Query<Option<String>>,
         skip: Query<Option<i64>>,
         limit: Query<Option<i64>>,
     ) -> ApiResult<Json<Vec<StudentOut>>> {
-        auth.admin()?;
         let skip = skip.0.unwrap_or(0);
         if skip < 0 {
             return Err(mambo_core::Error::validation(
@@ -610,9 +606,9 @@ impl AdminApi {
     async fn courses(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        auth: AdminAuth,
     ) -> ApiResult<Json<Vec<WorldItemOut>>> {
-        let admin = auth.admin()?;
+        let admin = auth.into_user();
         let items = core_admin::list_courses(&state.ctx.db, admin.id).await?;
         Ok(Json(items.into_iter().map(Into::into).collect()))
     }
@@ -622,10 +618,10 @@ impl AdminApi {
     async fn create_course(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        auth: AdminAuth,
         body: Json<WorldCreateIn>,
     ) -> ApiResult<Json<WorldItemOut>> {
-        let admin = auth.admin()?;
+        let admin = auth.into_user();
         let b = body.0;
         let w = core_admin::create_world(
             &state.ctx.db,
@@ -656,7 +652,7 @@ impl AdminApi {
     async fn put_course(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        auth: AdminAuth,
         course_id: Path<String>,
         body: Json<WorldUpdateIn>,
     ) -> ApiResult<Json<WorldItemOut>> {
@@ -668,7 +664,7 @@ impl AdminApi {
     async fn patch_course(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        auth: AdminAuth,
         course_id: Path<String>,
         body: Json<WorldUpdateIn>,
     ) -> ApiResult<Json<WorldItemOut>> {
@@ -680,10 +676,9 @@ impl AdminApi {
     async fn delete_course(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        _admin: AdminAuth,
         course_id: Path<String>,
     ) -> ApiResult<Json<MessageOut>> {
-        auth.admin()?;
         let id = parse_id(&course_id, COURSE_NOT_FOUND)?;
         core_admin::delete_world(&state.ctx.db, id).await?;
         Ok(message("Course deleted successfully"))
@@ -694,7 +689,7 @@ impl AdminApi {
     async fn course_full_path(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        auth: AdminAuth,
         course_id: Path<String>,
     ) -> ApiResult<Json<CourseFullOut>> {
         Self::course_full(&state, auth, &course_id).await
@@ -705,7 +700,7 @@ impl AdminApi {
     async fn course_get(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        auth: AdminAuth,
         course_id: Path<String>,
     ) -> ApiResult<Json<CourseFullOut>> {
         Self::course_full(&state, auth, &course_id).await
@@ -716,11 +711,10 @@ impl AdminApi {
     async fn create_course_level(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        _admin: AdminAuth,
         course_id: Path<String>,
         body: Json<CourseLevelCreateIn>,
     ) -> ApiResult<Json<CourseLevelCreatedOut>> {
-        auth.admin()?;
         let id = parse_id(&course_id, COURSE_NOT_FOUND)?;
         let b = body.0;
         let l = core_admin::create_level(
@@ -748,11 +742,10 @@ impl AdminApi {
     async fn create_world_level(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        _admin: AdminAuth,
         world_id: Path<String>,
         body: Json<WorldLevelCreateIn>,
     ) -> ApiResult<Json<WorldLevelCreatedOut>> {
-        auth.admin()?;
         let id = parse_id(&world_id, WORLD_NOT_FOUND)?;
         let b = body.0;
         let l = core_admin::create_level(
@@ -784,10 +777,9 @@ impl AdminApi {
     async fn get_level(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        _admin: AdminAuth,
         level_id: Path<String>,
     ) -> ApiResult<Json<AdminLevelOut>> {
-        auth.admin()?;
         let id = parse_id(&level_id, LEVEL_NOT_FOUND)?;
         Ok(Json(core_admin::get_level(&state.ctx.db, id).await?.into()))
     }
@@ -797,11 +789,10 @@ impl AdminApi {
     async fn update_level(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        _admin: AdminAuth,
         level_id: Path<String>,
         body: Json<LevelUpdateIn>,
     ) -> ApiResult<Json<AdminLevelOut>> {
-        auth.admin()?;
         let id = parse_id(&level_id, LEVEL_NOT_FOUND)?;
         let b = body.0;
         let l = core_admin::update_level(
@@ -831,10 +822,9 @@ impl AdminApi {
     async fn delete_level(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        _admin: AdminAuth,
         level_id: Path<String>,
     ) -> ApiResult<Json<MessageOut>> {
-        auth.admin()?;
         let id = parse_id(&level_id, LEVEL_NOT_FOUND)?;
         core_admin::delete_level(&state.ctx.db, id).await?;
         Ok(message("Level deleted successfully"))
@@ -845,11 +835,10 @@ impl AdminApi {
     async fn level_position(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        _admin: AdminAuth,
         level_id: Path<String>,
         body: Json<PositionIn>,
     ) -> ApiResult<Json<MessageOut>> {
-        auth.admin()?;
         let id = parse_id(&level_id, LEVEL_NOT_FOUND)?;
         core_admin::set_level_position(&state.ctx.db, id, body.0.x_position, body.0.y_position)
             .await?;
@@ -861,10 +850,10 @@ impl AdminApi {
     async fn level_lessons(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        auth: AdminAuth,
         level_id: Path<String>,
     ) -> ApiResult<crate::fast_json::FastJson<Vec<LessonItemOut>>> {
-        let admin = auth.admin()?;
+        let admin = auth.into_user();
         let id = parse_id(&level_id, LEVEL_NOT_FOUND)?;
         Ok(lesson_list(
             core_admin::level_lessons(&state.ctx.db, admin.id, id).await?,
@@ -876,11 +865,10 @@ impl AdminApi {
     async fn create_level_lesson(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        _admin: AdminAuth,
         level_id: Path<String>,
         body: Json<LessonCreateIn>,
     ) -> ApiResult<Json<LessonCreatedOut>> {
-        auth.admin()?;
         let id = parse_id(&level_id, LEVEL_NOT_FOUND)?;
         Self::create_lesson_in(&state, id, body.0).await
     }
@@ -890,11 +878,10 @@ impl AdminApi {
     async fn create_course_lesson(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        _admin: AdminAuth,
         course_id: Path<String>,
         body: Json<LessonCreateIn>,
     ) -> ApiResult<Json<LessonCreatedOut>> {
-        auth.admin()?;
         let course = parse_id(&course_id, COURSE_NOT_FOUND)?;
         let Some(raw_level) = body.0.level_id.clone() else {
             return Err(mambo_core::Error::validation(
@@ -922,10 +909,9 @@ impl AdminApi {
     async fn get_lesson(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        _admin: AdminAuth,
         lesson_id: Path<String>,
     ) -> ApiResult<Json<AdminLessonOut>> {
-        auth.admin()?;
         let id = parse_id(&lesson_id, LESSON_NOT_FOUND)?;
         Ok(Json(
             core_admin::get_lesson(&state.ctx.db, id).await?.into(),
@@ -937,7 +923,7 @@ impl AdminApi {
     async fn put_lesson(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        auth: AdminAuth,
         lesson_id: Path<String>,
         body: Json<LessonUpdateIn>,
     ) -> ApiResult<Json<LessonUpdatedOut>> {
@@ -949,7 +935,7 @@ impl AdminApi {
     async fn patch_lesson(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        auth: AdminAuth,
         lesson_id: Path<String>,
         body: Json<LessonUpdateIn>,
     ) -> ApiResult<Json<LessonUpdatedOut>> {
@@ -961,10 +947,9 @@ impl AdminApi {
     async fn delete_lesson(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        _admin: AdminAuth,
         lesson_id: Path<String>,
     ) -> ApiResult<Json<MessageOut>> {
-        auth.admin()?;
         let id = parse_id(&lesson_id, LESSON_NOT_FOUND)?;
         core_admin::delete_lesson(&state.ctx.db, id).await?;
         Ok(message("Lesson deleted successfully"))
@@ -975,11 +960,10 @@ impl AdminApi {
     async fn create_edge(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        _admin: AdminAuth,
         world_id: Path<String>,
         body: Json<EdgeCreateIn>,
     ) -> ApiResult<Json<EdgeOut>> {
-        auth.admin()?;
         let world = parse_id(&world_id, WORLD_NOT_FOUND)?;
         let from = parse_id(&body.0.from_level_id, LEVEL_NOT_FOUND)?;
         let to = parse_id(&body.0.to_level_id, LEVEL_NOT_FOUND)?;
@@ -992,10 +976,9 @@ impl AdminApi {
     async fn delete_edge(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        _admin: AdminAuth,
         edge_id: Path<String>,
     ) -> ApiResult<Json<MessageOut>> {
-        auth.admin()?;
         let id = parse_id(&edge_id, EDGE_NOT_FOUND)?;
         core_admin::delete_edge(&state.ctx.db, id).await?;
         Ok(message("Edge deleted successfully"))

@@ -5,6 +5,7 @@
 //! `mambo_core::community`.
 
 use crate::auth::UserAuth;
+use crate::deferred::LaterJson;
 use crate::error::{ApiError, ApiResult};
 use crate::fast_json::FastJson;
 use crate::state::AppState;
@@ -452,9 +453,14 @@ impl CommunityApi {
         state: Data<&AppState>,
         auth: UserAuth,
         post_id: Path<String>,
-        body: Json<UpdatePostIn>,
+        body: LaterJson<UpdatePostIn>,
     ) -> ApiResult<Json<PostWrittenOut>> {
-        let b = body.0;
+        // Who may edit is decided before the body is looked at: a stranger
+        // gets 403 (or 404) whatever they send.
+        let id = write_post_id(&post_id.0)?;
+        let user_id = auth.user().id;
+        community::ensure_post_author(&state.ctx, user_id, id).await?;
+        let b = body.parse()?;
         let input = community::PostUpdate {
             title: b.title,
             body: b.body,
@@ -462,9 +468,7 @@ impl CommunityApi {
             is_wip: b.is_wip,
             feedback_type: b.feedback_type,
         };
-        input.validate()?;
-        let id = write_post_id(&post_id.0)?;
-        let w = community::update_post(&state.ctx, auth.user().id, id, input).await?;
+        let w = community::update_post(&state.ctx, user_id, id, input).await?;
         Ok(Json(PostWrittenOut {
             success: true,
             post: w.post.into(),

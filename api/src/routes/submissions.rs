@@ -1,7 +1,7 @@
 //! Boss-battle submissions (API.md §3.10) and their grading by admins
 //! (§3.3 `GET /api/admin/submissions`, `POST /api/admin/submissions/{id}/grade`).
 
-use crate::auth::UserAuth;
+use crate::auth::{AdminAuth, UserAuth};
 use crate::error::ApiResult;
 use crate::routes::badges::{self, BadgeItemOut};
 use crate::state::AppState;
@@ -148,11 +148,10 @@ impl SubmissionsApi {
     async fn admin_submissions(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        _admin: AdminAuth,
         /// `pending` (default), `approved`, `rejected` or `all`
         status: Query<Option<String>>,
     ) -> ApiResult<Json<Vec<AdminSubmissionOut>>> {
-        auth.admin()?;
         let rows = submissions::admin_list(&state.ctx, status.0.as_deref()).await?;
         Ok(Json(rows.into_iter().map(Into::into).collect()))
     }
@@ -181,11 +180,11 @@ impl SubmissionsApi {
     async fn grade_submission(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        auth: AdminAuth,
         submission_id: Path<String>,
         body: Json<GradeRequest>,
     ) -> ApiResult<Json<MessageOut>> {
-        let admin = auth.admin()?;
+        let admin = auth.into_user();
         let id = parse_id(&submission_id, "Submission not found")?;
         let body = body.0;
         submissions::grade(
