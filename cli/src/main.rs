@@ -35,7 +35,8 @@ enum Command {
     Seed,
     /// Print the OpenAPI spec as JSON
     Openapi,
-    /// Create (or promote) an admin account
+    /// Create (or promote) an admin account with an active performer subscription
+    #[command(long_about = CREATE_ADMIN_HELP)]
     CreateAdmin {
         #[arg(long)]
         email: String,
@@ -80,6 +81,15 @@ enum Command {
         no_wait: bool,
     },
 }
+
+const CREATE_ADMIN_HELP: &str = "Create (or promote) an admin account.
+
+The account gets the admin role, a verified email, the given password and an \
+active `performer` subscription without a Stripe id (as the original service's \
+admin script made), so the frontend, which decides from `tier` in \
+/api/auth/me, shows the admin every paid feature (posting in the community, \
+every course). Running it again for the same email resets the password and \
+keeps the subscription active.";
 
 const BROADCAST_HELP: &str = "Email a template to an audience through the worker.
 
@@ -283,17 +293,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => prompt_password()?,
             };
             let pool = connect(&config).await?;
-            let id = mambo_core::users::ensure_account(
-                &pool,
-                &email,
-                &password,
-                "admin",
-                &first_name,
-                &last_name,
-                None,
-            )
-            .await?;
-            println!("admin {email} ready (id {id})");
+            let id =
+                mambo_core::users::create_admin(&pool, &email, &password, &first_name, &last_name)
+                    .await?;
+            println!("admin {email} ready (id {id}, tier performer, active)");
             Ok(())
         }
         Command::CreateTestUser {
@@ -458,17 +461,10 @@ fn prompt_password() -> anyhow::Result<String> {
     Ok(s.trim_end_matches(['\r', '\n']).to_string())
 }
 
-/// Where `mambo dev` keeps its data when DATABASE_URL is not set: the local
-/// PostgreSQL's default superuser, so a fresh machine needs no setup.
-const DEV_DATABASE_URL: &str = "postgresql://postgres@localhost:5432/mambo_dev";
-
+/// Creates the database if missing (`DATABASE_URL`, default
+/// [`mambo_core::config::DEFAULT_DATABASE_URL`]), migrates, seeds and runs
+/// everything in one process.
 async fn dev(mut config: Config) -> anyhow::Result<()> {
-    if std::env::var("DATABASE_URL")
-        .map(|v| v.trim().is_empty())
-        .unwrap_or(true)
-    {
-        config.database_url = mambo_core::config::Secret::new(DEV_DATABASE_URL);
-    }
     let url = config.database_url.expose().to_string();
     if mambo_core::db::create_database_if_missing(&url)
         .await

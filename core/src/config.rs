@@ -9,6 +9,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
+/// The database every command uses when `DATABASE_URL` is not set: the local
+/// PostgreSQL's default superuser and the database `mambo dev` creates, so
+/// `mambo seed`, `mambo broadcast`, ... work right after `dev` on a fresh
+/// machine.
+pub const DEFAULT_DATABASE_URL: &str = "postgresql://postgres@localhost:5432/mambo_dev";
+
 /// When the worker's daily maintenance runs: 00:05:00 UTC (cron, seconds first).
 pub const DEFAULT_DAILY_MAINTENANCE_SCHEDULE: &str = "0 5 0 * * *";
 /// When the worker reconciles Mux uploads whose webhook never came: every 5 minutes.
@@ -289,9 +295,7 @@ impl Config {
             host: get("HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port,
             database_url: Secret::new(
-                get("DATABASE_URL").unwrap_or_else(|| {
-                    "postgresql://admin:admin@localhost:5432/themamboinn".into()
-                }),
+                get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
             ),
             redis_url: Secret::new(redis_url),
             redis_namespace: get("REDIS_NAMESPACE").unwrap_or_else(|| "mambo".into()),

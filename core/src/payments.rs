@@ -297,6 +297,9 @@ pub async fn create_checkout_session(
     input: &CheckoutRequest,
 ) -> Result<CheckoutSession> {
     let config = &ctx.config;
+    // Not configured is said first: without Stripe there are no prices, and
+    // "Invalid price ID" would send the caller looking for the wrong fault.
+    let stripe = stripe(ctx)?;
     let price_id = input.price_id.trim();
     if tier_for_price(config, price_id).is_none() {
         return Err(Error::bad_request(MSG_INVALID_PRICE));
@@ -320,7 +323,6 @@ pub async fn create_checkout_session(
     }
     drop(conn);
 
-    let stripe = stripe(ctx)?;
     let user = user_id.to_string();
 
     // A customer is created once per user. The idempotency key makes

@@ -113,6 +113,28 @@ pub async fn create_user(conn: &mut PgConnection, new: &NewUser) -> Result<Uuid>
     Ok(user_id)
 }
 
+/// `mambo create-admin`: an admin account (created, or an existing one
+/// promoted) with an active `performer` subscription that has no Stripe id,
+/// so the frontend shows an admin every paid feature.
+pub async fn create_admin(
+    pool: &sqlx::PgPool,
+    email: &str,
+    password: &str,
+    first_name: &str,
+    last_name: &str,
+) -> Result<Uuid> {
+    ensure_account(
+        pool,
+        email,
+        password,
+        "admin",
+        first_name,
+        last_name,
+        Some("performer"),
+    )
+    .await
+}
+
 /// Creates an account with a password, or updates the role/password of an
 /// existing one (used by `mambo create-admin` and `create-test-user`).
 /// With `tier`, the subscription is set active at that tier.
@@ -169,11 +191,17 @@ pub async fn ensure_account(
         }
     };
     if let Some(tier) = tier {
-        sqlx::query("UPDATE subscriptions SET status = 'active', tier = $2, updated_at = now() WHERE user_id = $1")
-            .bind(id)
-            .bind(tier)
-            .execute(&mut *tx)
-            .await?;
+        // An active subscription without Stripe ids (as the original
+        // service's admin script made): the frontend shows paid features
+        // from `tier`. A promoted account that lost its row gets one.
+        sqlx::query(
+            "INSERT INTO subscriptions (user_id, status, tier) VALUES ($1, 'active', $2)
+             ON CONFLICT (user_id) DO UPDATE SET status = 'active', tier = $2, updated_at = now()",
+        )
+        .bind(id)
+        .bind(tier)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(id)

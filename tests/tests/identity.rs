@@ -2072,3 +2072,52 @@ async fn public_profiles_badges_order_and_leaderboard() {
     assert_eq!(board[9]["rank"], 10);
     assert!(board[0].as_object().unwrap().contains_key("avatar_url"));
 }
+
+/// Issue 15: `mambo create-admin` (core::users::create_admin) makes an admin
+/// whose `/api/auth/me` shows an active performer tier, without a Stripe id;
+/// promoting an existing student does the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_admins_have_an_active_performer_subscription() {
+    let app = TestApp::spawn_api_only().await;
+    let student = app.student().await;
+    for (email, first) in [
+        ("boss@example.com", "Boss"),
+        (student.email.as_str(), "Promoted"),
+    ] {
+        let id = mambo_core::users::create_admin(app.db(), email, PASSWORD, first, "Admin")
+            .await
+            .unwrap();
+        // Twice: idempotent.
+        let again = mambo_core::users::create_admin(app.db(), email, PASSWORD, first, "Admin")
+            .await
+            .unwrap();
+        assert_eq!(id, again);
+        let resp = login_json(&app, email, PASSWORD).await;
+        let (s, body) = json(resp).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let token = body["access_token"].as_str().unwrap().to_string();
+        let (s, me) = json(
+            app.get("/api/auth/me")
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{me}");
+        assert_eq!(me["role"], "admin", "{email}");
+        assert_eq!(me["tier"], "performer", "{email}");
+        let row: (String, String, Option<String>, Option<String>) = sqlx::query_as(
+            "SELECT status, tier, stripe_customer_id, stripe_subscription_id
+             FROM subscriptions WHERE user_id = $1",
+        )
+        .bind(id)
+        .fetch_one(app.db())
+        .await
+        .unwrap();
+        assert_eq!(
+            row,
+            ("active".to_string(), "performer".to_string(), None, None)
+        );
+    }
+}
