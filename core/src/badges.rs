@@ -1,5 +1,6 @@
 //! Badges (API.md §3.11, §4.8): definitions, a user's earned badges, awarding.
 
+use crate::jobs::BadgeCheckJob;
 use crate::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -282,6 +283,21 @@ pub async fn check(ctx: &Context, user_id: Uuid, stat: &str) -> Result<Vec<Award
         return Ok(vec![]);
     };
     award(&mut conn, user_id, &[(stat, value)], ctx.clock.now()).await
+}
+
+/// The `badge_check` job's handler: awards every badge tier of `job.stat` the
+/// user has reached and does not own ([`check`]), and logs what it awarded.
+/// Idempotent: the (user_id, badge_id) unique key makes a repeated or
+/// concurrent run award nothing twice.
+pub async fn run_check(ctx: &Context, job: &BadgeCheckJob) -> Result<()> {
+    let awarded = check(ctx, job.user_id, &job.stat).await?;
+    if awarded.is_empty() {
+        tracing::debug!(user_id = %job.user_id, stat = job.stat, "badge check: nothing new");
+    } else {
+        let ids: Vec<&str> = awarded.iter().map(|a| a.badge_id.as_str()).collect();
+        tracing::info!(user_id = %job.user_id, stat = job.stat, badges = ?ids, "badges awarded");
+    }
+    Ok(())
 }
 
 /// Recomputes every requirement type and awards every badge now reached

@@ -12,6 +12,10 @@
 //! that marks the row relayed pushes the row again. apalis-redis ignores a task
 //! whose id it already holds, but handlers must be idempotent regardless (they
 //! may also be retried after a failure).
+//!
+//! The handlers live with their domain, not here (`badges::run_check`,
+//! `streaks::pay_bonus`, `mux::sync`, `broadcast::send_batch`, `email::send`);
+//! the worker maps each queue to its handler. This module knows no domain.
 
 use crate::{Context, Error, Result};
 use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
@@ -341,10 +345,19 @@ pub async fn run_relay(ctx: Context, shutdown: impl Future) {
 /// Relayed outbox rows are kept this long (to investigate), then deleted.
 const OUTBOX_RETENTION_DAYS: i64 = 7;
 
-/// The daily scheduled job (00:05 UTC). Idempotent: several worker processes
-/// may each run it. Relays any stuck outbox rows and deletes relayed rows older
-/// than a week.
-pub async fn daily_maintenance(ctx: &Context) -> Result<()> {
+/// What [`maintain_outbox`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxMaintenance {
+    /// Rows that were still waiting and were relayed now.
+    pub relayed: usize,
+    /// Relayed rows older than the retention that were deleted.
+    pub deleted: u64,
+}
+
+/// The outbox's part of the worker's daily maintenance. Idempotent: several
+/// worker processes may each run it. Relays any stuck outbox rows and deletes
+/// relayed rows older than a week.
+pub async fn maintain_outbox(ctx: &Context) -> Result<OutboxMaintenance> {
     // Relay what is waiting (bounded, in case rows keep arriving).
     let mut relayed = 0;
     for _ in 0..100 {
@@ -360,110 +373,7 @@ pub async fn daily_maintenance(ctx: &Context) -> Result<()> {
         .execute(&ctx.db)
         .await?
         .rows_affected();
-    let streaks_reset = reset_broken_streaks(ctx).await?;
-    tracing::info!(relayed, deleted, streaks_reset, "daily maintenance done");
-    Ok(())
-}
-
-/// Sets `streak_count` to 0 for every user whose last streak touch is before
-/// yesterday (UTC, from the clock): their streak is broken, so profiles and
-/// leaderboards stop showing it. Idempotent. The next touch starts again at 1
-/// (§4.2), exactly as without the reset.
-pub async fn reset_broken_streaks(ctx: &Context) -> Result<u64> {
-    let today = ctx.clock.today();
-    let yesterday = today.pred_opt().unwrap_or(today);
-    let cutoff = yesterday.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
-    let n = sqlx::query(
-        "UPDATE user_profiles SET streak_count = 0, updated_at = now()
-         WHERE streak_count <> 0 AND (last_login_date IS NULL OR last_login_date < $1)",
-    )
-    .bind(cutoff)
-    .execute(&ctx.db)
-    .await?
-    .rows_affected();
-    Ok(n)
-}
-
-// ---------------------------------------------------------------------------
-// Handlers (called by the worker)
-// ---------------------------------------------------------------------------
-
-/// Awards every badge tier of `job.stat` the user has reached and does not own.
-/// Idempotent: the (user_id, badge_id) unique key makes a repeated or
-/// concurrent run award nothing twice.
-pub async fn handle_badge_check(ctx: &Context, job: &BadgeCheckJob) -> Result<()> {
-    let awarded = crate::badges::check(ctx, job.user_id, &job.stat).await?;
-    if awarded.is_empty() {
-        tracing::debug!(user_id = %job.user_id, stat = job.stat, "badge check: nothing new");
-    } else {
-        let ids: Vec<&str> = awarded.iter().map(|a| a.badge_id.as_str()).collect();
-        tracing::info!(user_id = %job.user_id, stat = job.stat, badges = ?ids, "badges awarded");
-    }
-    Ok(())
-}
-
-/// Pays the streak bonus of a milestone day. The ledger's dedupe key
-/// `streak_bonus:{user}:{date}` is the one the daily claim uses inline, so the
-/// job and the inline path together pay at most once per user and day.
-pub async fn handle_streak_bonus(ctx: &Context, job: &StreakBonusJob) -> Result<()> {
-    use crate::economy::{self, Amounts, reason};
-    let amounts = Amounts::from_config(&ctx.config);
-    let every = amounts.streak_milestone_every;
-    if job.streak <= 0 || every <= 0 || (job.streak as i64) % every != 0 {
-        tracing::warn!(
-            ?job,
-            "streak bonus job for a streak that is not a milestone; ignored"
-        );
-        return Ok(());
-    }
-    let mut tx = ctx.db.begin().await?;
-    let has_profile: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM user_profiles WHERE user_id = $1)")
-            .bind(job.user_id)
-            .fetch_one(&mut *tx)
-            .await?;
-    if !has_profile {
-        tracing::info!(?job, "streak bonus: the user is gone; nothing to pay");
-        return Ok(());
-    }
-    let pro = economy::is_pro(&mut tx, job.user_id).await?;
-    let key = format!("streak_bonus:{}:{}", job.user_id, job.date);
-    let paid = economy::credit(
-        &mut tx,
-        job.user_id,
-        amounts.streak_bonus(pro),
-        reason::STREAK_BONUS,
-        None,
-        Some(&key),
-    )
-    .await?;
-    tx.commit().await?;
-    match paid {
-        Some(balance) => tracing::info!(?job, balance, "streak bonus paid"),
-        None => tracing::debug!(?job, "streak bonus already paid"),
-    }
-    Ok(())
-}
-
-/// `DeleteAsset`: delete the asset at Mux (a 404 means it is already gone, so the
-/// job is idempotent). `Reconcile`: attach uploads that never got a webhook.
-pub async fn handle_mux_sync(ctx: &Context, job: &MuxSyncJob) -> Result<()> {
-    match &job.action {
-        MuxSyncAction::DeleteAsset { asset_id } => {
-            crate::mux::sync_delete_asset(ctx, asset_id).await
-        }
-        MuxSyncAction::Reconcile => {
-            let attached = crate::mux::reconcile(ctx).await?;
-            tracing::info!(attached, "mux reconcile done");
-            Ok(())
-        }
-    }
-}
-
-/// Sends one batch of a broadcast (see [`crate::broadcast`]). An error means a
-/// retry can help; final failures are recorded per recipient and return `Ok`.
-pub async fn handle_broadcast(ctx: &Context, job: &BroadcastJob) -> Result<()> {
-    crate::broadcast::send_batch(ctx, job).await.map(|_| ())
+    Ok(OutboxMaintenance { relayed, deleted })
 }
 
 #[cfg(test)]

@@ -1724,6 +1724,20 @@ async fn asset_ready(conn: &mut PgConnection, now: DateTime<Utc>, asset: &MuxAss
 // The mux_sync job
 // ---------------------------------------------------------------------------
 
+/// The `mux_sync` job's handler. `DeleteAsset`: delete the asset at Mux (a 404
+/// means it is already gone, so the job is idempotent). `Reconcile`: attach
+/// uploads that never got a webhook.
+pub async fn sync(ctx: &Context, job: &MuxSyncJob) -> Result<()> {
+    match &job.action {
+        MuxSyncAction::DeleteAsset { asset_id } => sync_delete_asset(ctx, asset_id).await,
+        MuxSyncAction::Reconcile => {
+            let attached = reconcile(ctx).await?;
+            tracing::info!(attached, "mux reconcile done");
+            Ok(())
+        }
+    }
+}
+
 /// Deletes an asset at Mux (after its post or lesson was deleted). A 404 means
 /// it is already gone; without Mux credentials there is nothing to delete.
 pub async fn sync_delete_asset(ctx: &Context, asset_id: &str) -> Result<()> {

@@ -1,7 +1,7 @@
 //! Streaks and the daily claim (API.md §4.2), on the UTC date of the one clock (D22).
 
 use crate::economy::{self, Amounts, reason};
-use crate::jobs::{self, BadgeCheckJob};
+use crate::jobs::{self, BadgeCheckJob, StreakBonusJob};
 use crate::{Context, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
@@ -146,6 +146,68 @@ pub async fn daily_claim(ctx: &Context, user_id: Uuid) -> Result<DailyClaim> {
         streak_bonus: bonus,
         message,
     })
+}
+
+/// The `streak_bonus` job's handler: pays the streak bonus of a milestone day.
+/// The ledger's dedupe key `streak_bonus:{user}:{date}` is the one the daily
+/// claim uses inline, so the job and the inline path together pay at most once
+/// per user and day.
+pub async fn pay_bonus(ctx: &Context, job: &StreakBonusJob) -> Result<()> {
+    let amounts = Amounts::from_config(&ctx.config);
+    let every = amounts.streak_milestone_every;
+    if job.streak <= 0 || every <= 0 || (job.streak as i64) % every != 0 {
+        tracing::warn!(
+            ?job,
+            "streak bonus job for a streak that is not a milestone; ignored"
+        );
+        return Ok(());
+    }
+    let mut tx = ctx.db.begin().await?;
+    let has_profile: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM user_profiles WHERE user_id = $1)")
+            .bind(job.user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if !has_profile {
+        tracing::info!(?job, "streak bonus: the user is gone; nothing to pay");
+        return Ok(());
+    }
+    let pro = economy::is_pro(&mut tx, job.user_id).await?;
+    let key = format!("streak_bonus:{}:{}", job.user_id, job.date);
+    let paid = economy::credit(
+        &mut tx,
+        job.user_id,
+        amounts.streak_bonus(pro),
+        reason::STREAK_BONUS,
+        None,
+        Some(&key),
+    )
+    .await?;
+    tx.commit().await?;
+    match paid {
+        Some(balance) => tracing::info!(?job, balance, "streak bonus paid"),
+        None => tracing::debug!(?job, "streak bonus already paid"),
+    }
+    Ok(())
+}
+
+/// Sets `streak_count` to 0 for every user whose last streak touch is before
+/// yesterday (UTC, from the clock): their streak is broken, so profiles and
+/// leaderboards stop showing it. Idempotent. The next touch starts again at 1
+/// (§4.2), exactly as without the reset. Part of the worker's daily maintenance.
+pub async fn reset_broken_streaks(ctx: &Context) -> Result<u64> {
+    let today = ctx.clock.today();
+    let yesterday = today.pred_opt().unwrap_or(today);
+    let cutoff = yesterday.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    let n = sqlx::query(
+        "UPDATE user_profiles SET streak_count = 0, updated_at = now()
+         WHERE streak_count <> 0 AND (last_login_date IS NULL OR last_login_date < $1)",
+    )
+    .bind(cutoff)
+    .execute(&ctx.db)
+    .await?
+    .rows_affected();
+    Ok(n)
 }
 
 #[cfg(test)]

@@ -531,8 +531,8 @@ async fn badge_check_job_is_idempotent_and_awards_every_tier_reached() {
     react_to_all(&app, owner.id, fan.id, "clap").await;
 
     let j = job(owner.id, "claps_received");
-    jobs::handle_badge_check(&app.ctx, &j).await.unwrap();
-    jobs::handle_badge_check(&app.ctx, &j).await.unwrap();
+    mambo_core::badges::run_check(&app.ctx, &j).await.unwrap();
+    mambo_core::badges::run_check(&app.ctx, &j).await.unwrap();
     assert_eq!(
         owned_badges(&app, owner.id).await,
         ["crowd_favorite_bronze", "crowd_favorite_silver"]
@@ -543,7 +543,7 @@ async fn badge_check_job_is_idempotent_and_awards_every_tier_reached() {
     );
 
     // Another stat of the same user awards only its own type.
-    jobs::handle_badge_check(&app.ctx, &job(owner.id, "fires_received"))
+    mambo_core::badges::run_check(&app.ctx, &job(owner.id, "fires_received"))
         .await
         .unwrap();
     assert_eq!(owned_badges(&app, owner.id).await.len(), 2);
@@ -556,11 +556,11 @@ async fn badge_check_job_is_idempotent_and_awards_every_tier_reached() {
         "nonsense",
         "",
     ] {
-        jobs::handle_badge_check(&app.ctx, &job(owner.id, stat))
+        mambo_core::badges::run_check(&app.ctx, &job(owner.id, stat))
             .await
             .unwrap();
     }
-    jobs::handle_badge_check(&app.ctx, &job(Uuid::new_v4(), "claps_received"))
+    mambo_core::badges::run_check(&app.ctx, &job(Uuid::new_v4(), "claps_received"))
         .await
         .unwrap();
     assert_eq!(owned_badges(&app, owner.id).await.len(), 2);
@@ -576,7 +576,7 @@ async fn badge_check_job_is_idempotent_and_awards_every_tier_reached() {
     .unwrap();
     for stat in ["reactions_given", "solutions_accepted"] {
         for _ in 0..2 {
-            jobs::handle_badge_check(&app.ctx, &job(fan.id, stat))
+            mambo_core::badges::run_check(&app.ctx, &job(fan.id, stat))
                 .await
                 .unwrap();
         }
@@ -613,7 +613,7 @@ async fn badge_check_job_is_idempotent_and_awards_every_tier_reached() {
         "comments_posted",
         "daily_streak",
     ] {
-        jobs::handle_badge_check(&app.ctx, &job(fan.id, stat))
+        mambo_core::badges::run_check(&app.ctx, &job(fan.id, stat))
             .await
             .unwrap();
     }
@@ -776,8 +776,8 @@ async fn streak_bonus_job_is_idempotent_and_shares_the_inline_key() {
             date,
             streak: 5,
         };
-        jobs::handle_streak_bonus(&app.ctx, &j).await.unwrap();
-        jobs::handle_streak_bonus(&app.ctx, &j).await.unwrap();
+        mambo_core::streaks::pay_bonus(&app.ctx, &j).await.unwrap();
+        mambo_core::streaks::pay_bonus(&app.ctx, &j).await.unwrap();
         let (balance, ledger) = app.balance_and_ledger(user.id).await;
         assert_eq!(balance, before + amount);
         assert_eq!(balance, ledger);
@@ -791,8 +791,8 @@ async fn streak_bonus_job_is_idempotent_and_shares_the_inline_key() {
         streak: 10,
     };
     let (a, b) = tokio::join!(
-        jobs::handle_streak_bonus(&app.ctx, &j),
-        jobs::handle_streak_bonus(&app.ctx, &j)
+        mambo_core::streaks::pay_bonus(&app.ctx, &j),
+        mambo_core::streaks::pay_bonus(&app.ctx, &j)
     );
     a.unwrap();
     b.unwrap();
@@ -800,7 +800,7 @@ async fn streak_bonus_job_is_idempotent_and_shares_the_inline_key() {
 
     // Not a milestone, or a user that is gone: nothing, no error.
     for (user_id, streak) in [(base.id, 4), (base.id, 0), (Uuid::new_v4(), 5)] {
-        jobs::handle_streak_bonus(
+        mambo_core::streaks::pay_bonus(
             &app.ctx,
             &StreakBonusJob {
                 user_id,
@@ -858,8 +858,8 @@ async fn streaks_cross_month_and_year_ends_and_bonuses_pay_once() {
         date: NaiveDate::from_ymd_opt(2028, 1, 1).unwrap(),
         streak: 5,
     };
-    jobs::handle_streak_bonus(&app.ctx, &j).await.unwrap();
-    jobs::handle_streak_bonus(&app.ctx, &j).await.unwrap();
+    mambo_core::streaks::pay_bonus(&app.ctx, &j).await.unwrap();
+    mambo_core::streaks::pay_bonus(&app.ctx, &j).await.unwrap();
     assert_eq!(streak_bonus_rows(&app, user.id).await, 1);
     let (balance, ledger) = app.balance_and_ledger(user.id).await;
     assert_eq!(balance, ledger);
@@ -933,8 +933,8 @@ async fn daily_maintenance_resets_broken_streaks() {
 
     // July 2: `broken` last touched June 30 (before yesterday): reset.
     app.ctx.clock.set(at(2027, 7, 2, 0));
-    jobs::daily_maintenance(&app.ctx).await.unwrap();
-    jobs::daily_maintenance(&app.ctx).await.unwrap();
+    mambo_worker::daily_maintenance(&app.ctx).await.unwrap();
+    mambo_worker::daily_maintenance(&app.ctx).await.unwrap();
     assert_eq!(streak(&app, broken.id).await, 0);
     assert_eq!(streak(&app, alive.id).await, 3);
     assert_eq!(streak(&app, today_user.id).await, 1);
@@ -967,7 +967,7 @@ async fn daily_maintenance_resets_broken_streaks() {
 
     // Two days later both others are broken too.
     app.ctx.clock.set(at(2027, 7, 4, 0));
-    jobs::daily_maintenance(&app.ctx).await.unwrap();
+    mambo_worker::daily_maintenance(&app.ctx).await.unwrap();
     assert_eq!(streak(&app, alive.id).await, 0);
     assert_eq!(streak(&app, today_user.id).await, 0);
     assert_eq!(streak(&app, broken.id).await, 0);

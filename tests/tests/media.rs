@@ -1781,14 +1781,14 @@ async fn mux_sync_deletes_assets_through_the_worker() {
     assert_eq!(seen, Some(1));
 
     // Idempotent: a 404 is success; running twice is fine.
-    use mambo_core::jobs::{MuxSyncAction, MuxSyncJob, handle_mux_sync};
+    use mambo_core::jobs::{MuxSyncAction, MuxSyncJob};
     for id in ["already-gone", "old-asset", "old-asset"] {
         let job = MuxSyncJob {
             action: MuxSyncAction::DeleteAsset {
                 asset_id: id.into(),
             },
         };
-        handle_mux_sync(&app.ctx, &job).await.unwrap();
+        mambo_core::mux::sync(&app.ctx, &job).await.unwrap();
     }
 }
 
@@ -1826,16 +1826,16 @@ async fn mux_sync_reconciles_uploads_that_never_got_a_webhook() {
     .await;
     assert_eq!(s, StatusCode::OK);
 
-    use mambo_core::jobs::{MuxSyncAction, MuxSyncJob, handle_mux_sync};
+    use mambo_core::jobs::{MuxSyncAction, MuxSyncJob};
     let job = MuxSyncJob {
         action: MuxSyncAction::Reconcile,
     };
     // Too fresh: left alone.
-    handle_mux_sync(&app.ctx, &job).await.unwrap();
+    mambo_core::mux::sync(&app.ctx, &job).await.unwrap();
     assert_eq!(post_ids(&app, p).await, (None, None));
     // A few minutes later: attached, the upload marked ready, the badge queued.
     app.ctx.clock.advance(chrono::Duration::minutes(6));
-    handle_mux_sync(&app.ctx, &job).await.unwrap();
+    mambo_core::mux::sync(&app.ctx, &job).await.unwrap();
     assert_eq!(
         post_ids(&app, p).await,
         (Some("asset-rec".into()), Some("pb-rec".into()))
@@ -1848,7 +1848,7 @@ async fn mux_sync_reconciles_uploads_that_never_got_a_webhook() {
     assert_eq!(status, "ready");
     assert_eq!(badge_jobs(&app, student.id).await, 1);
     // Nothing pending any more.
-    handle_mux_sync(&app.ctx, &job).await.unwrap();
+    mambo_core::mux::sync(&app.ctx, &job).await.unwrap();
     assert_eq!(badge_jobs(&app, student.id).await, 1);
 }
 

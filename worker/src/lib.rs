@@ -14,12 +14,11 @@ use apalis::prelude::*;
 use apalis_cron::{CronScheduler, Tick};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use mambo_core::Context;
-use mambo_core::email;
 use mambo_core::jobs::{
-    self, BadgeCheckJob, BroadcastJob, EmailJob, Job, MuxSyncJob, StreakBonusJob,
+    self, BadgeCheckJob, BroadcastJob, EmailJob, Job, MuxSyncAction, MuxSyncJob, StreakBonusJob,
 };
 use mambo_core::metrics::{self, JobOutcome};
+use mambo_core::{Context, badges, broadcast, email, mux, streaks};
 use std::future::Future;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -369,7 +368,8 @@ async fn run_until_stopped(
 }
 
 // ---------------------------------------------------------------------------
-// Handlers: thin wrappers around mambo_core.
+// Handlers: each queue runs its domain's handler in mambo_core (email::send,
+// broadcast::send_batch, mux::sync, badges::run_check, streaks::pay_bonus).
 // ---------------------------------------------------------------------------
 
 /// A retry policy that never retries an [`AbortError`]. apalis' own check
@@ -468,7 +468,10 @@ async fn broadcast_task(job: BroadcastJob, ctx: Data<Context>) -> Result<(), Box
         batch = job.batch
     );
     observe(BroadcastJob::QUEUE, span, async {
-        jobs::handle_broadcast(&ctx, &job).await.map_err(task_error)
+        broadcast::send_batch(&ctx, &job)
+            .await
+            .map(|_| ())
+            .map_err(task_error)
     })
     .await
 }
@@ -476,7 +479,7 @@ async fn broadcast_task(job: BroadcastJob, ctx: Data<Context>) -> Result<(), Box
 async fn mux_sync_task(job: MuxSyncJob, ctx: Data<Context>) -> Result<(), BoxDynError> {
     let span = tracing::info_span!("job", queue = MuxSyncJob::QUEUE);
     observe(MuxSyncJob::QUEUE, span, async {
-        jobs::handle_mux_sync(&ctx, &job).await.map_err(task_error)
+        mux::sync(&ctx, &job).await.map_err(task_error)
     })
     .await
 }
@@ -489,9 +492,7 @@ async fn badge_check_task(job: BadgeCheckJob, ctx: Data<Context>) -> Result<(), 
         stat = job.stat
     );
     observe(BadgeCheckJob::QUEUE, span, async {
-        jobs::handle_badge_check(&ctx, &job)
-            .await
-            .map_err(task_error)
+        badges::run_check(&ctx, &job).await.map_err(task_error)
     })
     .await
 }
@@ -499,9 +500,7 @@ async fn badge_check_task(job: BadgeCheckJob, ctx: Data<Context>) -> Result<(), 
 async fn streak_bonus_task(job: StreakBonusJob, ctx: Data<Context>) -> Result<(), BoxDynError> {
     let span = tracing::info_span!("job", queue = StreakBonusJob::QUEUE, user_id = %job.user_id);
     observe(StreakBonusJob::QUEUE, span, async {
-        jobs::handle_streak_bonus(&ctx, &job)
-            .await
-            .map_err(task_error)
+        streaks::pay_bonus(&ctx, &job).await.map_err(task_error)
     })
     .await
 }
@@ -519,12 +518,12 @@ async fn scheduled_task(
     let span = tracing::info_span!("job", queue = job.name(), tick);
     observe(job.name(), span, async {
         match job {
-            Scheduled::DailyMaintenance => jobs::daily_maintenance(&ctx).await,
+            Scheduled::DailyMaintenance => daily_maintenance(&ctx).await,
             Scheduled::MuxReconcile => {
-                jobs::handle_mux_sync(
+                mux::sync(
                     &ctx,
                     &MuxSyncJob {
-                        action: mambo_core::jobs::MuxSyncAction::Reconcile,
+                        action: MuxSyncAction::Reconcile,
                     },
                 )
                 .await
@@ -533,6 +532,22 @@ async fn scheduled_task(
         .map_err(task_error)
     })
     .await
+}
+
+/// The daily scheduled job (00:05 UTC by default). Idempotent: several worker
+/// processes may each run it. Relays any stuck outbox rows, deletes relayed
+/// outbox rows older than a week ([`jobs::maintain_outbox`]) and resets broken
+/// streaks ([`streaks::reset_broken_streaks`]).
+pub async fn daily_maintenance(ctx: &Context) -> mambo_core::Result<()> {
+    let outbox = jobs::maintain_outbox(ctx).await?;
+    let streaks_reset = streaks::reset_broken_streaks(ctx).await?;
+    tracing::info!(
+        relayed = outbox.relayed,
+        deleted = outbox.deleted,
+        streaks_reset,
+        "daily maintenance done"
+    );
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
