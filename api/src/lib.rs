@@ -36,6 +36,7 @@ pub type Apis = (
     submissions::SubmissionsApi,
     badges::BadgesApi,
     payments::PaymentsApi,
+    notifications::NotificationsApi,
 );
 
 fn apis() -> Apis {
@@ -53,6 +54,7 @@ fn apis() -> Apis {
         submissions::SubmissionsApi,
         badges::BadgesApi,
         payments::PaymentsApi,
+        notifications::NotificationsApi,
     )
 }
 

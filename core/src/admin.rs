@@ -11,7 +11,7 @@ use crate::courses::{
     self, LESSON_NOT_FOUND, LEVEL_NOT_FOUND, LessonItem, LessonScope, WORLD_NOT_FOUND,
 };
 use crate::error::is_unique_violation;
-use crate::{Error, Result};
+use crate::{Context, Error, Result, jobs, notifications};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -246,10 +246,11 @@ pub async fn list_courses(db: &PgPool, admin: Uuid) -> Result<Vec<courses::World
 }
 
 pub async fn create_world(
-    db: &PgPool,
+    ctx: &Context,
     admin: Uuid,
     input: WorldCreate,
 ) -> Result<courses::WorldItem> {
+    let db = &ctx.db;
     non_empty("title", &input.title)?;
     non_empty("slug", &input.slug)?;
     non_negative("order_index", Some(input.order_index))?;
@@ -258,6 +259,8 @@ pub async fn create_world(
         parse_course_type(input.course_type.as_deref())?.unwrap_or_else(|| "course".into());
     let difficulty = parse_difficulty(&input.difficulty)?;
     let objectives = json!(input.objectives.unwrap_or_default());
+    // The course and, when it is published at once, its announcement.
+    let mut tx = db.begin().await?;
     let id: Uuid = sqlx::query_scalar(
         "INSERT INTO worlds (title, description, slug, order_index, is_free, image_url,
                              thumbnail_url, difficulty, course_type, is_published,
@@ -280,18 +283,24 @@ pub async fn create_world(
     .bind(&input.mux_preview_asset_id)
     .bind(input.total_duration_minutes.unwrap_or(0))
     .bind(objectives)
-    .fetch_one(db)
+    .fetch_one(&mut *tx)
     .await
     .map_err(|e| map_slug_conflict(e, "Course with this slug already exists"))?;
+    if input.is_published {
+        notifications::fanout::world_published(&mut tx, id, admin, ctx.clock.now()).await?;
+    }
+    tx.commit().await?;
+    jobs::wake_relay(ctx);
     admin_world_item(db, admin, id).await
 }
 
 pub async fn update_world(
-    db: &PgPool,
+    ctx: &Context,
     admin: Uuid,
     id: Uuid,
     input: WorldUpdate,
 ) -> Result<courses::WorldItem> {
+    let db = &ctx.db;
     if let Some(t) = &input.title {
         non_empty("title", t)?;
     }
@@ -322,7 +331,9 @@ pub async fn update_world(
     let (thumb_set, thumb) = input.thumbnail_url.bind_parts();
     let (pb_set, pb) = input.mux_preview_playback_id.bind_parts();
     let (asset_set, asset) = input.mux_preview_asset_id.bind_parts();
-    let updated: Option<Uuid> = sqlx::query_scalar(
+    // The change and, on the first publication, its announcement.
+    let mut tx = db.begin().await?;
+    let updated: Option<bool> = sqlx::query_scalar(
         "UPDATE worlds SET
              title = COALESCE($2, title),
              description = CASE WHEN $3 THEN $4 ELSE description END,
@@ -339,7 +350,7 @@ pub async fn update_world(
              total_duration_minutes = COALESCE($19, total_duration_minutes),
              objectives = COALESCE($20, objectives),
              updated_at = now()
-         WHERE id = $1 RETURNING id",
+         WHERE id = $1 RETURNING is_published",
     )
     .bind(id)
     .bind(input.title.as_deref().map(str::trim))
@@ -361,12 +372,17 @@ pub async fn update_world(
     .bind(asset)
     .bind(input.total_duration_minutes)
     .bind(input.objectives.map(|o| json!(o)))
-    .fetch_optional(db)
+    .fetch_optional(&mut *tx)
     .await
     .map_err(|e| map_slug_conflict(e, "Slug already taken"))?;
-    if updated.is_none() {
+    let Some(published) = updated else {
         return Err(Error::not_found(COURSE_NOT_FOUND));
+    };
+    if published {
+        notifications::fanout::world_published(&mut tx, id, admin, ctx.clock.now()).await?;
     }
+    tx.commit().await?;
+    jobs::wake_relay(ctx);
     admin_world_item(db, admin, id).await
 }
 

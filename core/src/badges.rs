@@ -1,7 +1,7 @@
 //! Badges (API.md §3.11, §4.8): definitions, a user's earned badges, awarding.
 
 use crate::jobs::BadgeCheckJob;
-use crate::{Context, Result};
+use crate::{Context, Result, notifications};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
@@ -282,7 +282,32 @@ pub async fn check(ctx: &Context, user_id: Uuid, stat: &str) -> Result<Vec<Award
     let Some(value) = stat_value(&mut conn, user_id, stat).await? else {
         return Ok(vec![]);
     };
-    award(&mut conn, user_id, &[(stat, value)], ctx.clock.now()).await
+    drop(conn);
+    award_and_notify(ctx, user_id, &[(stat, value)]).await
+}
+
+/// [`award`] and a `badge_earned` notification per new badge, in one
+/// transaction (a badge is never awarded without its notification), then
+/// announced to the live streams.
+async fn award_and_notify(
+    ctx: &Context,
+    user_id: Uuid,
+    values: &[(&str, i64)],
+) -> Result<Vec<Awarded>> {
+    let now = ctx.clock.now();
+    let mut tx = ctx.db.begin().await?;
+    let awarded = award(&mut tx, user_id, values, now).await?;
+    let mut pending = notifications::Pending::default();
+    if !awarded.is_empty() {
+        let items: Vec<notifications::New> = awarded
+            .iter()
+            .map(|a| notifications::New::badge(user_id, &a.badge_id, &a.badge_name))
+            .collect();
+        notifications::notify_many(&mut tx, now, &items, &mut pending).await?;
+    }
+    tx.commit().await?;
+    pending.publish(ctx).await;
+    Ok(awarded)
 }
 
 /// The `badge_check` job's handler: awards every badge tier of `job.stat` the
@@ -307,9 +332,10 @@ pub async fn check_all(ctx: &Context, user_id: Uuid) -> Result<Vec<Awarded>> {
     let Some(s) = stats(&mut conn, user_id).await? else {
         return Ok(vec![]);
     };
+    drop(conn);
     let values: Vec<(&str, i64)> = AUTO_STATS
         .iter()
         .filter_map(|t| s.value(t).map(|v| (*t, v)))
         .collect();
-    award(&mut conn, user_id, &values, ctx.clock.now()).await
+    award_and_notify(ctx, user_id, &values).await
 }

@@ -11,6 +11,7 @@
 
 use crate::economy::{self, Amounts, PRO_SQL, reason};
 use crate::jobs::{self, BadgeCheckJob, MuxSyncAction, MuxSyncJob};
+use crate::notifications;
 use crate::{Context, Error, Result};
 use chrono::{DateTime, Utc};
 use rand::Rng;
@@ -920,6 +921,7 @@ async fn lock_profiles(conn: &mut PgConnection, users: &[Uuid]) -> Result<()> {
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct LockedPost {
     user_id: Uuid,
+    title: String,
     post_type: String,
     feedback_type: String,
     tags: Vec<String>,
@@ -929,7 +931,7 @@ struct LockedPost {
 /// Locks the post row (first lock of every post write).
 async fn lock_post(conn: &mut PgConnection, post_id: Uuid) -> Result<Option<LockedPost>> {
     Ok(sqlx::query_as(
-        "SELECT user_id, post_type, feedback_type, tags::text[] AS tags, mux_asset_id
+        "SELECT user_id, title, post_type, feedback_type, tags::text[] AS tags, mux_asset_id
          FROM posts WHERE id = $1 FOR UPDATE",
     )
     .bind(post_id)
@@ -1277,10 +1279,10 @@ pub async fn react(
     let amounts = Amounts::from_config(&ctx.config);
     let mut tx = ctx.db.begin().await?;
     // 1. The post (locked: reactions on one post are serialized).
-    let owner = lock_post(&mut tx, post_id)
+    let post = lock_post(&mut tx, post_id)
         .await?
-        .ok_or_else(post_not_found)?
-        .user_id;
+        .ok_or_else(post_not_found)?;
+    let owner = post.user_id;
     // The caller's reaction, read after the lock (a statement of its own: the
     // locking statement's snapshot predates a reaction committed while it
     // waited).
@@ -1385,8 +1387,18 @@ pub async fn react(
         ],
     )
     .await?;
+    // Once per (actor, post) ever: reacting again after an unreact is silent.
+    let mut pending = notifications::Pending::default();
+    notifications::notify(
+        &mut tx,
+        ctx.clock.now(),
+        &notifications::New::reaction(owner, user_id, post_id, &post.title),
+        &mut pending,
+    )
+    .await?;
     tx.commit().await?;
     jobs::wake_relay(ctx);
+    pending.publish(ctx).await;
     Ok(Done {
         message: format!("Reacted with {reaction_type}! (-{cost} 🥢)"),
     })
@@ -1471,9 +1483,18 @@ pub async fn reply(
         .execute(&mut *tx)
         .await?;
     badge_check(&mut tx, user_id, "comments_posted").await?;
+    let mut pending = notifications::Pending::default();
+    notifications::notify(
+        &mut tx,
+        ctx.clock.now(),
+        &notifications::New::reply(post.user_id, user_id, post_id, reply_id, &post.title, false),
+        &mut pending,
+    )
+    .await?;
     let reply = load_reply(&mut tx, reply_id).await?;
     tx.commit().await?;
     jobs::wake_relay(ctx);
+    pending.publish(ctx).await;
     Ok(ReplyWritten {
         reply,
         message: format!("Comment posted! (-{cost} 🥢)"),
@@ -1556,8 +1577,18 @@ pub async fn accept(
             .await?;
         badge_check(&mut tx, helper, "solutions_accepted").await?;
     }
+    // The first acceptance of this reply only (the key is per reply).
+    let mut pending = notifications::Pending::default();
+    notifications::notify(
+        &mut tx,
+        ctx.clock.now(),
+        &notifications::New::answer_accepted(helper, user_id, post_id, reply_id, &post.title),
+        &mut pending,
+    )
+    .await?;
     tx.commit().await?;
     jobs::wake_relay(ctx);
+    pending.publish(ctx).await;
     Ok(Done { message })
 }
 

@@ -106,6 +106,17 @@ impl Job for StreakBonusJob {
     const QUEUE: &'static str = "streak_bonus";
 }
 
+/// Notifies every user that a world was published for the first time
+/// (`notifications::fanout::run`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoursePublishedJob {
+    pub world_id: Uuid,
+}
+
+impl Job for CoursePublishedJob {
+    const QUEUE: &'static str = "notification_fanout";
+}
+
 /// Every queue the worker consumes.
 pub const QUEUES: &[&str] = &[
     EmailJob::QUEUE,
@@ -113,6 +124,7 @@ pub const QUEUES: &[&str] = &[
     MuxSyncJob::QUEUE,
     BadgeCheckJob::QUEUE,
     StreakBonusJob::QUEUE,
+    CoursePublishedJob::QUEUE,
 ];
 
 // ---------------------------------------------------------------------------

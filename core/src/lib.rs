@@ -22,6 +22,7 @@ pub mod identity_rules;
 pub mod jobs;
 pub mod metrics;
 pub mod mux;
+pub mod notifications;
 pub mod oauth;
 pub mod payments;
 pub mod profiles;

@@ -2,7 +2,7 @@
 
 use crate::economy::{self, Amounts, reason};
 use crate::jobs::{self, BadgeCheckJob, StreakBonusJob};
-use crate::{Context, Result};
+use crate::{Context, Result, notifications};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use sqlx::PgConnection;
@@ -112,6 +112,7 @@ pub async fn daily_claim(ctx: &Context, user_id: Uuid) -> Result<DailyClaim> {
     .unwrap_or(claimed.unwrap_or(0) as i64);
     let streak = update_streak(&mut tx, user_id, now).await?.unwrap_or(0);
     let mut bonus = None;
+    let mut pending = notifications::Pending::default();
     if streak > 0
         && amounts.streak_milestone_every > 0
         && (streak as i64) % amounts.streak_milestone_every == 0
@@ -123,6 +124,13 @@ pub async fn daily_claim(ctx: &Context, user_id: Uuid) -> Result<DailyClaim> {
         {
             balance = nb;
             bonus = Some(b);
+            notifications::notify(
+                &mut tx,
+                now,
+                &notifications::New::streak_bonus(user_id, b, streak as i64, &key),
+                &mut pending,
+            )
+            .await?;
         }
     }
     jobs::enqueue(
@@ -135,6 +143,7 @@ pub async fn daily_claim(ctx: &Context, user_id: Uuid) -> Result<DailyClaim> {
     .await?;
     tx.commit().await?;
     jobs::wake_relay(ctx);
+    pending.publish(ctx).await;
     let mut message = format!("You earned {amount} 🥢");
     if let Some(b) = bonus {
         message.push_str(&format!(" + {b} 🥢 streak bonus!"));
@@ -174,16 +183,28 @@ pub async fn pay_bonus(ctx: &Context, job: &StreakBonusJob) -> Result<()> {
     }
     let pro = economy::is_pro(&mut tx, job.user_id).await?;
     let key = format!("streak_bonus:{}:{}", job.user_id, job.date);
+    let bonus = amounts.streak_bonus(pro);
     let paid = economy::credit(
         &mut tx,
         job.user_id,
-        amounts.streak_bonus(pro),
+        bonus,
         reason::STREAK_BONUS,
         None,
         Some(&key),
     )
     .await?;
+    let mut pending = notifications::Pending::default();
+    if paid.is_some() {
+        notifications::notify(
+            &mut tx,
+            ctx.clock.now(),
+            &notifications::New::streak_bonus(job.user_id, bonus, job.streak as i64, &key),
+            &mut pending,
+        )
+        .await?;
+    }
     tx.commit().await?;
+    pending.publish(ctx).await;
     match paid {
         Some(balance) => tracing::info!(?job, balance, "streak bonus paid"),
         None => tracing::debug!(?job, "streak bonus already paid"),

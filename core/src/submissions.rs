@@ -2,7 +2,7 @@
 
 use crate::economy;
 use crate::jobs::{self, EmailJob};
-use crate::{Context, Error, Result};
+use crate::{Context, Error, Result, notifications};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
@@ -211,6 +211,7 @@ pub struct Grade {
 #[derive(sqlx::FromRow)]
 struct GradeTarget {
     user_id: Uuid,
+    lesson_id: Uuid,
     xp_awarded_at: Option<DateTime<Utc>>,
     email: String,
     first_name: Option<String>,
@@ -224,7 +225,8 @@ struct GradeTarget {
 pub async fn grade(ctx: &Context, grader: Uuid, submission_id: Uuid, g: Grade) -> Result<()> {
     let mut tx = ctx.db.begin().await?;
     let target = sqlx::query_as::<_, GradeTarget>(
-        "SELECT b.user_id, b.xp_awarded_at, u.email, p.first_name, l.title AS lesson_title
+        "SELECT b.user_id, b.lesson_id, b.xp_awarded_at, u.email, p.first_name,
+                l.title AS lesson_title
          FROM boss_submissions b
          JOIN users u ON u.id = b.user_id
          LEFT JOIN user_profiles p ON p.user_id = b.user_id
@@ -284,8 +286,24 @@ pub async fn grade(ctx: &Context, grader: Uuid, submission_id: Uuid, g: Grade) -
         &graded_email(ctx, submission_id, &target, &g, pay_xp)?,
     )
     .await?;
+    let mut pending = notifications::Pending::default();
+    notifications::notify(
+        &mut tx,
+        now,
+        &notifications::New::graded(
+            target.user_id,
+            grader,
+            submission_id,
+            target.lesson_id,
+            &target.lesson_title,
+            &g.status,
+        ),
+        &mut pending,
+    )
+    .await?;
     tx.commit().await?;
     jobs::wake_relay(ctx);
+    pending.publish(ctx).await;
     Ok(())
 }
 

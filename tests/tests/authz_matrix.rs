@@ -154,6 +154,17 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
         ("POST /api/webhook", ["401", "401", "401", "401"]),
         ("POST /api/webhooks", ["401", "401", "401", "401"]),
         ("POST /api/payments/webhook", ["400", "400", "400", "400"]),
+        // --- notifications: always the caller's own
+        ("GET /api/notifications", USER),
+        ("GET /api/notifications/unread-count", USER),
+        ("POST /api/notifications/read-all", USER),
+        // No notification with that id for anybody: 404.
+        (
+            "POST /api/notifications/{notification_id}/read",
+            ["401", "4xx", "4xx", "4xx"],
+        ),
+        ("GET /api/notifications/preferences", USER),
+        ("PUT /api/notifications/preferences", USER),
         // --- payments: the caller's own subscription
         ("POST /api/payments/create-checkout-session", USER),
         // Rookie/incomplete subscriptions: nothing to update or cancel.
@@ -331,6 +342,7 @@ fn fill_path(p: &str, f: &Fix, owner: &TestUser, username: &str) -> String {
         .replace("{upload_id}", &f.upload)
         .replace("{provider}", "google")
         .replace("{username}", username)
+        .replace("{notification_id}", &Uuid::new_v4().to_string())
 }
 
 fn query(key: &str, f: &Fix) -> String {
@@ -409,6 +421,9 @@ fn body(key: &str, f: &Fix, owner: &TestUser, n: &str) -> Option<Value> {
             json!({"file_type": "image/png", "folder": "avatars"})
         }
         "PATCH /api/users/me" => json!({"avatar_url": "https://www.gravatar.com/avatar/x"}),
+        "PUT /api/notifications/preferences" => {
+            json!({"in_app": {"reaction_received": false}, "email_digest": "weekly"})
+        }
         "PUT /api/users/me/badges/reorder" => json!({"badge_ids": []}),
         "POST /api/mux/webhook"
         | "POST /api/webhook"

@@ -463,8 +463,8 @@ impl AdminApi {
     ) -> ApiResult<Json<WorldItemOut>> {
         let admin = auth.into_user();
         let id = parse_id(course_id, COURSE_NOT_FOUND)?;
-        let w = core_admin::update_world(&state.ctx.db, admin.id, id, body.into_core(nulls_clear))
-            .await?;
+        let w =
+            core_admin::update_world(&state.ctx, admin.id, id, body.into_core(nulls_clear)).await?;
         Ok(Json(w.into()))
     }
 
@@ -624,7 +624,7 @@ impl AdminApi {
         let admin = auth.into_user();
         let b = body.0;
         let w = core_admin::create_world(
-            &state.ctx.db,
+            &state.ctx,
             admin.id,
             core_admin::WorldCreate {
                 title: b.title,

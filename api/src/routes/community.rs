@@ -256,7 +256,7 @@ fn write_post_id(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 /// An integer query parameter with FastAPI's validation errors.
-fn int_query(
+pub(crate) fn int_query(
     name: &str,
     raw: Option<String>,
     default: i64,

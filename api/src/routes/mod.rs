@@ -9,6 +9,7 @@ pub mod community;
 pub mod courses;
 pub mod health;
 pub mod mux;
+pub mod notifications;
 pub mod payments;
 pub mod submissions;
 pub mod uploads;
@@ -44,4 +45,6 @@ pub enum Tag {
     Badges,
     /// Stripe subscriptions
     Payments,
+    /// The notification bell, its live stream and preferences
+    Notifications,
 }
