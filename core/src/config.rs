@@ -149,6 +149,12 @@ pub struct Config {
     pub daily_maintenance_schedule: String,
     /// Cron schedule of the Mux reconciliation (`MUX_RECONCILE_SCHEDULE`, every 5 minutes).
     pub mux_reconcile_schedule: String,
+    /// Seconds a job that completed stays in Redis (its status, payload and
+    /// result) before the worker prunes it (`JOB_RETENTION_DONE_SECS`, one day).
+    pub job_retention_done_secs: u64,
+    /// Seconds a job that failed for good stays in Redis, to be inspected
+    /// (`JOB_RETENTION_FAILED_SECS`, seven days).
+    pub job_retention_failed_secs: u64,
 }
 
 impl Config {
@@ -191,6 +197,15 @@ impl Config {
                 n => Err(ConfigError::Invalid {
                     name,
                     reason: format!("{n} is not a positive integer"),
+                }),
+            }
+        };
+        let non_negative = |name: &'static str, default: i64| -> Result<u64, ConfigError> {
+            match parse_i64(name, default)? {
+                n if n >= 0 => Ok(n as u64),
+                n => Err(ConfigError::Invalid {
+                    name,
+                    reason: format!("{n} is negative"),
                 }),
             }
         };
@@ -361,6 +376,8 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_DAILY_MAINTENANCE_SCHEDULE.into()),
             mux_reconcile_schedule: get("MUX_RECONCILE_SCHEDULE")
                 .unwrap_or_else(|| DEFAULT_MUX_RECONCILE_SCHEDULE.into()),
+            job_retention_done_secs: non_negative("JOB_RETENTION_DONE_SECS", 86_400)?,
+            job_retention_failed_secs: non_negative("JOB_RETENTION_FAILED_SECS", 7 * 86_400)?,
             environment,
         })
     }
@@ -468,6 +485,26 @@ mod tests {
         assert!(Config::from_map(&map(&[("WORKER_MISSED_HEARTBEATS", "-1")])).is_err());
         let c = Config::from_map(&map(&[("MUX_RECONCILE_SCHEDULE", "*/2 * * * * *")])).unwrap();
         assert_eq!(c.mux_reconcile_schedule, "*/2 * * * * *");
+    }
+
+    #[test]
+    fn job_retention_defaults_to_a_day_and_a_week_and_may_be_zero() {
+        let c = Config::from_map(&map(&[])).unwrap();
+        assert_eq!(
+            (c.job_retention_done_secs, c.job_retention_failed_secs),
+            (86_400, 604_800)
+        );
+        let c = Config::from_map(&map(&[
+            ("JOB_RETENTION_DONE_SECS", "0"),
+            ("JOB_RETENTION_FAILED_SECS", "60"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (c.job_retention_done_secs, c.job_retention_failed_secs),
+            (0, 60)
+        );
+        assert!(Config::from_map(&map(&[("JOB_RETENTION_DONE_SECS", "-1")])).is_err());
+        assert!(Config::from_map(&map(&[("JOB_RETENTION_FAILED_SECS", "week")])).is_err());
     }
 
     #[test]

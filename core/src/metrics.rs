@@ -19,6 +19,7 @@ pub const JOBS_FAILED: &str = "worker_jobs_failed_total";
 pub const JOBS_RETRIED: &str = "worker_jobs_retried_total";
 pub const JOB_DURATION: &str = "worker_job_duration_seconds";
 pub const QUEUE_DEPTH: &str = "worker_queue_depth";
+pub const JOBS_KEPT: &str = "worker_jobs_kept";
 pub const OUTBOX_PENDING: &str = "job_outbox_pending";
 
 /// Seconds: 5 ms to 30 s.
@@ -93,6 +94,10 @@ fn describe() {
     );
     describe_histogram!(JOB_DURATION, Unit::Seconds, "Job run time by queue");
     describe_gauge!(QUEUE_DEPTH, "Jobs waiting in Redis, by queue");
+    describe_gauge!(
+        JOBS_KEPT,
+        "Finished jobs kept in Redis until their retention ends, by queue and state (done, failed)"
+    );
     describe_gauge!(
         OUTBOX_PENDING,
         "Jobs waiting in the outbox for the relay, by queue"

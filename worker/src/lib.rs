@@ -1,5 +1,6 @@
-//! The background worker: one apalis worker per job queue, a daily cron job and
-//! the outbox relay, all stopped together by one shutdown signal.
+//! The background worker: one apalis worker per job queue, the scheduled jobs,
+//! the outbox relay and the pruning of finished jobs ([`retention`]), all
+//! stopped together by one shutdown signal.
 //!
 //! Every apalis worker gets a fresh unique name (`{queue}-{uuid}`), each time it
 //! starts: apalis-redis refuses a name it saw alive in the last five minutes.
@@ -25,6 +26,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
+
+pub mod retention;
+pub use retention::{kept_jobs, prune_finished_jobs};
 
 /// How often an idle worker looks for due and retried tasks (apalis' default is 30 s).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -174,6 +178,7 @@ pub async fn run(
     metrics::install();
     tasks.spawn(jobs::run_relay(ctx.clone(), stopped(stop_rx.clone())));
     tasks.spawn(sample_queue_depths(ctx.clone(), stop_rx.clone()));
+    tasks.spawn(retention::run_pruner(ctx.clone(), stop_rx.clone()));
 
     spawn_queue::<EmailJob, _, _>(&mut tasks, &ctx, &stop_rx, EMAIL, email_task);
     spawn_queue::<BroadcastJob, _, _>(&mut tasks, &ctx, &stop_rx, BROADCAST, broadcast_task);
@@ -571,7 +576,8 @@ async fn sample_queue_depths(ctx: Context, stop: watch::Receiver<bool>) {
     }
 }
 
-/// Sets `worker_queue_depth` and `job_outbox_pending` for every queue.
+/// Sets `worker_queue_depth`, `job_outbox_pending` and `worker_jobs_kept`
+/// (finished jobs kept in Redis, by `state`: `done` or `failed`) for every queue.
 pub async fn record_queue_depths(ctx: &Context) -> anyhow::Result<()> {
     let outbox: Vec<(String, i64)> = sqlx::query_as(
         "SELECT queue, count(*) FROM job_outbox WHERE relayed_at IS NULL GROUP BY queue",
@@ -598,6 +604,11 @@ pub async fn record_queue_depths(ctx: &Context) -> anyhow::Result<()> {
             .map(|(_, n)| *n)
             .unwrap_or(0);
         ::metrics::gauge!(metrics::OUTBOX_PENDING, "queue" => *queue).set(waiting as f64);
+    }
+    for (queue, done, failed) in kept_jobs(ctx).await? {
+        ::metrics::gauge!(metrics::JOBS_KEPT, "queue" => queue, "state" => "done").set(done as f64);
+        ::metrics::gauge!(metrics::JOBS_KEPT, "queue" => queue, "state" => "failed")
+            .set(failed as f64);
     }
     metrics::record_pool(&ctx.db);
     Ok(())
