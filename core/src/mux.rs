@@ -533,14 +533,30 @@ fn upload_caller(
 
 /// The rights part of [`create_upload`] alone (role, then ownership of a
 /// post or reply target), for a request whose body could not be read: the
-/// caller who may not upload hears 401/403/404, not what was wrong with the
-/// body.
+/// caller who may not upload hears 401/403, not what was wrong with the body.
+/// `req` holds what the query named; with no target there, the body's intent
+/// is unknown and any signed-in caller may be uploading for their own post.
 pub async fn authorize_upload(
     ctx: &Context,
     user: Option<Caller>,
     admin: Option<Caller>,
     req: &UploadRequest,
 ) -> Result<()> {
+    let named = [
+        &req.lesson_id,
+        &req.course_id,
+        &req.level_id,
+        &req.post_id,
+        &req.reply_id,
+    ]
+    .into_iter()
+    .any(|v| present(v).is_some());
+    if !named {
+        return user
+            .or(admin)
+            .map(|_| ())
+            .ok_or_else(|| Error::unauthorized("Admin access required"));
+    }
     let caller = upload_caller(user, admin, req)?;
     let (table, raw, what) = match (present(&req.post_id), present(&req.reply_id)) {
         (Some(p), _) => ("posts", p, "post"),
