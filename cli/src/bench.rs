@@ -353,6 +353,32 @@ fn endpoints(f: Arc<Fixtures>) -> Vec<Endpoint> {
                 .json(&serde_json::json!({"reaction_type": "fire"}))
         }),
     );
+    for path in ["/api/auth/me", "/api/users/me", "/api/badges/"] {
+        let g = f.clone();
+        add(
+            &format!("GET {path}"),
+            Arc::new(move |c, n| {
+                c.get(format!("{}{path}", g.base))
+                    .bearer_auth(&g.tokens[n as usize % g.tokens.len()])
+            }),
+        );
+    }
+    let g = f.clone();
+    add(
+        "GET /api/notifications/unread-count",
+        Arc::new(move |c, n| {
+            c.get(format!("{}/api/notifications/unread-count", g.base))
+                .bearer_auth(&g.tokens[n as usize % g.tokens.len()])
+        }),
+    );
+    let g = f.clone();
+    add(
+        "GET /api/notifications",
+        Arc::new(move |c, n| {
+            c.get(format!("{}/api/notifications?skip=0&limit=20", g.base))
+                .bearer_auth(&g.tokens[n as usize % g.tokens.len()])
+        }),
+    );
     let g = f;
     add(
         "POST /api/auth/token (login)",
@@ -631,12 +657,25 @@ pub async fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
     let idle_end = proc_kib(pid, "VmRSS:");
     api.stop().await;
     let rows = result?;
+    let fanout = if args.only.is_empty() || args.only.iter().any(|o| o == "fanout") {
+        Some(fanout_timing(&args.seed.database_url).await?)
+    } else {
+        None
+    };
     let (opts, _) = options(&args.seed.database_url)?;
     let mut conn = PgConnection::connect_with(&opts).await?;
     let mismatches = bench_seed::ledger_mismatches(&mut conn).await?;
-    let report = render(
+    let mut report = render(
         &args, &preset, &sizes, &rows, idle_start, idle_end, mismatches,
     );
+    if let Some((users, inserted, took)) = fanout {
+        report.push_str(&format!(
+            "`course_published` fan-out (the worker's job, `notifications::fanout::run`): {inserted} \
+             notifications for {users} users in {:.2} s ({:.0} rows/s).\n",
+            took.as_secs_f64(),
+            inserted as f64 / took.as_secs_f64().max(1e-9)
+        ));
+    }
     println!("\n{report}");
     if let Some(dir) = args.output.parent() {
         std::fs::create_dir_all(dir)?;
@@ -644,6 +683,60 @@ pub async fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
     std::fs::write(&args.output, &report)?;
     println!("written to {}", args.output.display());
     Ok(())
+}
+
+/// Times the `course_published` fan-out over every user of the bench
+/// database: a throw-away world is published, the worker's job runs in this
+/// process, and the world and its notifications are removed afterwards.
+/// Returns (users, rows inserted, time).
+async fn fanout_timing(url: &str) -> anyhow::Result<(i64, u64, Duration)> {
+    let pool = mambo_core::db::connect(url, 4).await?;
+    let vars: HashMap<String, String> = [
+        ("DATABASE_URL".to_string(), url.to_string()),
+        ("SECRET_KEY".to_string(), SECRET.to_string()),
+        (
+            "REDIS_NAMESPACE".to_string(),
+            format!("bench-fanout-{}", Uuid::new_v4().simple()),
+        ),
+    ]
+    .into_iter()
+    .chain(
+        std::env::var("REDIS_URL")
+            .ok()
+            .map(|v| ("REDIS_URL".to_string(), v)),
+    )
+    .collect();
+    let config = mambo_core::Config::from_map(&vars)?;
+    let ctx = mambo_core::Context::new(pool.clone(), config)?;
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&pool)
+        .await?;
+    let world: Uuid = sqlx::query_scalar(
+        "INSERT INTO worlds (title, slug, order_index, difficulty, is_free, is_published)
+         VALUES ('Bench fan-out', $1, 999, 'Beginner', true, true) RETURNING id",
+    )
+    .bind(format!("bench-fanout-{}", Uuid::new_v4().simple()))
+    .fetch_one(&pool)
+    .await?;
+    sqlx::query("INSERT INTO course_publications (world_id) VALUES ($1)")
+        .bind(world)
+        .execute(&pool)
+        .await?;
+    eprintln!("course_published fan-out to {users} users");
+    let job = mambo_core::jobs::CoursePublishedJob { world_id: world };
+    let started = Instant::now();
+    let inserted = mambo_core::notifications::fanout::run(&ctx, &job).await?;
+    let took = started.elapsed();
+    eprintln!("  {inserted} rows in {:.2} s", took.as_secs_f64());
+    sqlx::query("DELETE FROM notifications WHERE dedup_key = $1")
+        .bind(format!("course:{world}"))
+        .execute(&pool)
+        .await?;
+    sqlx::query("DELETE FROM worlds WHERE id = $1")
+        .bind(world)
+        .execute(&pool)
+        .await?;
+    Ok((users, inserted, took))
 }
 
 /// Where an endpoint's sequence numbers stopped in earlier runs on this

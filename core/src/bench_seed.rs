@@ -335,6 +335,22 @@ WHERE $2::bigint IS NOT NULL AND $3::bigint IS NOT NULL AND $4::bigint IS NOT NU
   AND $6::bigint IS NOT NULL AND $8::bigint IS NOT NULL AND $9::bigint IS NOT NULL
   AND $10::bigint IS NOT NULL AND $11::text IS NOT NULL AND $12::bigint IS NOT NULL";
 
+// Notifications of the benchmark accounts: 30 each (the newest 10 unread),
+// from 30 different actors, so the bell's page and count have real rows.
+const NOTIFICATIONS: &str = "
+INSERT INTO notifications (id, user_id, actor_id, type, title, message, reference_type,
+                           reference_id, is_read, created_at)
+SELECT md5('n:' || u || ':' || k)::uuid, md5('u:' || u)::uuid,
+       md5('u:' || ((u + 1 + k) % $1::bigint))::uuid,
+       'reaction_received', '🔥 New Reaction', 'reacted to your post \"Bench post\"', 'post',
+       md5('p:' || k)::uuid::text, k >= 10,
+       timestamptz '2026-01-01 00:00:00+00' - make_interval(secs => k * 60)
+FROM generate_series(0::bigint, $8::bigint - 1) u, generate_series(0::bigint, 29) k
+WHERE $2::bigint IS NOT NULL AND $3::bigint IS NOT NULL AND $4::bigint IS NOT NULL
+  AND $5::bigint IS NOT NULL AND $6::bigint IS NOT NULL AND $7::bigint IS NOT NULL
+  AND $9::bigint IS NOT NULL AND $10::bigint IS NOT NULL AND $11::text IS NOT NULL
+  AND $12::bigint IS NOT NULL";
+
 /// Fills an EMPTY, migrated database. `password_hash` is the one argon2id hash
 /// every user gets (see [`hash_bench_password`]).
 pub async fn seed(conn: &mut PgConnection, sizes: Sizes, password_hash: &str) -> Result<Report> {
@@ -348,7 +364,7 @@ pub async fn seed(conn: &mut PgConnection, sizes: Sizes, password_hash: &str) ->
     sqlx::query("SET maintenance_work_mem = '256MB'")
         .execute(&mut *conn)
         .await?;
-    let steps: [(&str, &'static str); 12] = [
+    let steps: [(&str, &'static str); 13] = [
         ("users", USERS),
         ("user_profiles", PROFILES),
         ("subscriptions", SUBSCRIPTIONS),
@@ -361,6 +377,7 @@ pub async fn seed(conn: &mut PgConnection, sizes: Sizes, password_hash: &str) ->
         ("posts", POSTS),
         ("post_reactions", REACTIONS),
         ("post_replies", REPLIES),
+        ("notifications", NOTIFICATIONS),
     ];
     for (name, sql) in steps {
         if (name == "post_reactions" && s.reactions == 0)
