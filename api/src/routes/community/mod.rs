@@ -1,0 +1,16 @@
+//! Community endpoints (API.md §3.8): the Stage and the Lab.
+//!
+//! Errors of the write endpoints carry `detail` as the whole result object
+//! (`{success:false, message, required?, balance?}`); that shape is built in
+//! `mambo_core::community`.
+//!
+//! One file per part, as in `mambo_core::community`: the shapes and the
+//! parameters the parts share, then the endpoints.
+
+mod params;
+mod posts;
+mod shapes;
+
+pub(crate) use params::int_query;
+pub use posts::CommunityApi;
+pub use shapes::*;

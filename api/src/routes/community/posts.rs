@@ -1,0 +1,280 @@
+//! The Stage and the Lab: stats, feed, search, posts, reactions, replies, tags.
+
+use super::params::{page, write_post_id};
+use super::shapes::*;
+use crate::auth::UserAuth;
+use crate::deferred::LaterJson;
+use crate::error::{ApiError, ApiResult};
+use crate::fast_json::FastJson;
+use crate::state::AppState;
+use crate::types::parse_id;
+use mambo_core::Error as CoreError;
+use mambo_core::community::{self, Field};
+use poem::web::Data;
+use poem_openapi::OpenApi;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::types::MaybeUndefined;
+use uuid::Uuid;
+
+pub struct CommunityApi;
+
+#[OpenApi(tag = "crate::routes::Tag::Community")]
+impl CommunityApi {
+    /// Public community stats: members, simulated active count, top 3 posters
+    #[oai(path = "/api/community/stats", method = "get")]
+    async fn stats(&self, state: Data<&AppState>) -> ApiResult<Json<CommunityStatsOut>> {
+        let s = community::stats(&state.ctx.db).await?;
+        Ok(Json(CommunityStatsOut {
+            member_count: s.member_count,
+            active_now: s.active_now,
+            leaderboard: s
+                .leaderboard
+                .into_iter()
+                .map(|e| CommunityLeaderboardEntryOut {
+                    id: e.id.to_string(),
+                    first_name: e.first_name,
+                    avatar_url: e.avatar_url,
+                    score: e.score,
+                    rank: e.rank,
+                })
+                .collect(),
+        }))
+    }
+
+    /// The feed, newest first (`post_type` stage/lab, `tag`, `skip`, `limit` 1..50)
+    #[oai(path = "/api/community/feed", method = "get")]
+    async fn feed(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+        post_type: Query<Option<String>>,
+        tag: Query<Option<String>>,
+        skip: Query<Option<String>>,
+        limit: Query<Option<String>>,
+    ) -> ApiResult<FastJson<Vec<PostItemOut>>> {
+        let q = page(post_type.0, tag.0, skip.0, limit.0)?;
+        let posts = community::feed(&state.ctx, auth.user().id, &q).await?;
+        Ok(FastJson(posts.into_iter().map(Into::into).collect()))
+    }
+
+    /// Search posts by title or tag (`q` at least 2 characters)
+    #[oai(path = "/api/community/search", method = "get")]
+    async fn search(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+        q: Query<Option<String>>,
+        post_type: Query<Option<String>>,
+        skip: Query<Option<String>>,
+        limit: Query<Option<String>>,
+    ) -> ApiResult<FastJson<Vec<PostItemOut>>> {
+        let Some(text) = q.0 else {
+            return Err(CoreError::validation(
+                &["query", "q"],
+                "Field required",
+                "missing",
+                serde_json::Value::Null,
+            )
+            .into());
+        };
+        let mut v = community::Validation::new();
+        v.string_len(&["query", "q"], &text, 2, usize::MAX);
+        v.finish()?;
+        let page = page(post_type.0, None, skip.0, limit.0)?;
+        let posts = community::search(&state.ctx, auth.user().id, &text, &page).await?;
+        Ok(FastJson(posts.into_iter().map(Into::into).collect()))
+    }
+
+    /// A post with its replies
+    #[oai(path = "/api/community/posts/:post_id", method = "get")]
+    async fn post_detail(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+        post_id: Path<String>,
+    ) -> ApiResult<FastJson<PostDetailOut>> {
+        let id = parse_id(&post_id.0, "Post not found")?;
+        let detail = community::post_detail(&state.ctx.db, auth.user().id, id)
+            .await?
+            .ok_or_else(|| ApiError::msg(404, "Post not found"))?;
+        Ok(FastJson(PostDetailOut {
+            post: detail.post.into(),
+            replies: detail.replies.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    /// Create a post (Stage 15 claves, Lab 5 claves)
+    #[oai(path = "/api/community/posts", method = "post")]
+    async fn create_post(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+        body: Json<CreatePostIn>,
+    ) -> ApiResult<Json<PostWrittenOut>> {
+        let b = body.0;
+        let input = community::NewPost {
+            post_type: b.post_type,
+            title: b.title,
+            body: match b.body {
+                MaybeUndefined::Undefined => Field::Absent,
+                MaybeUndefined::Null => Field::Null,
+                MaybeUndefined::Value(v) => Field::Value(v),
+            },
+            tags: b.tags,
+            is_wip: b.is_wip.unwrap_or(false),
+            feedback_type: b.feedback_type.unwrap_or_else(|| "coach".into()),
+            mux_asset_id: b.mux_asset_id,
+            mux_playback_id: b.mux_playback_id,
+            video_duration_seconds: b.video_duration_seconds,
+        };
+        let w = community::create_post(&state.ctx, auth.user().id, input).await?;
+        Ok(Json(PostWrittenOut {
+            success: true,
+            post: w.post.into(),
+            message: w.message,
+        }))
+    }
+
+    /// Edit your post
+    #[oai(path = "/api/community/posts/:post_id", method = "put")]
+    async fn update_post(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+        post_id: Path<String>,
+        body: LaterJson<UpdatePostIn>,
+    ) -> ApiResult<Json<PostWrittenOut>> {
+        // Who may edit is decided before the body is looked at: a stranger
+        // gets 403 (or 404) whatever they send.
+        let id = write_post_id(&post_id.0)?;
+        let user_id = auth.user().id;
+        community::ensure_post_author(&state.ctx, user_id, id).await?;
+        let b = body.parse()?;
+        let input = community::PostUpdate {
+            title: b.title,
+            body: b.body,
+            tags: b.tags,
+            is_wip: b.is_wip,
+            feedback_type: b.feedback_type,
+        };
+        let w = community::update_post(&state.ctx, user_id, id, input).await?;
+        Ok(Json(PostWrittenOut {
+            success: true,
+            post: w.post.into(),
+            message: w.message,
+        }))
+    }
+
+    /// Delete a post (owner or admin)
+    #[oai(path = "/api/community/posts/:post_id", method = "delete")]
+    async fn delete_post(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+        post_id: Path<String>,
+    ) -> ApiResult<Json<DoneOut>> {
+        let id = write_post_id(&post_id.0)?;
+        let user = auth.user();
+        let d = community::delete_post(&state.ctx, user.id, user.is_admin(), id).await?;
+        Ok(Json(d.into()))
+    }
+
+    /// React to a post (1 clave; changing the type is free)
+    #[oai(path = "/api/community/posts/:post_id/react", method = "post")]
+    async fn react(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+        post_id: Path<String>,
+        body: Json<ReactIn>,
+    ) -> ApiResult<Json<DoneOut>> {
+        community::validate_reaction_type(&body.0.reaction_type)?;
+        let id = write_post_id(&post_id.0)?;
+        let d = community::react(&state.ctx, auth.user().id, id, &body.0.reaction_type).await?;
+        Ok(Json(d.into()))
+    }
+
+    /// Remove your reaction (no refund)
+    #[oai(path = "/api/community/posts/:post_id/react", method = "delete")]
+    async fn unreact(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+        post_id: Path<String>,
+    ) -> ApiResult<Json<DoneOut>> {
+        let id = write_post_id(&post_id.0)?;
+        let d = community::unreact(&state.ctx, auth.user().id, id).await?;
+        Ok(Json(d.into()))
+    }
+
+    /// Reply to a post (2 claves; closed in Hype mode)
+    #[oai(path = "/api/community/posts/:post_id/replies", method = "post")]
+    async fn reply(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+        post_id: Path<String>,
+        body: Json<ReplyIn>,
+    ) -> ApiResult<Json<ReplyWrittenOut>> {
+        let b = body.0;
+        let input = community::NewReply {
+            content: b.content,
+            mux_asset_id: b.mux_asset_id,
+            mux_playback_id: b.mux_playback_id,
+        };
+        input.validate()?;
+        let id = write_post_id(&post_id.0)?;
+        let w = community::reply(&state.ctx, auth.user().id, id, input).await?;
+        Ok(Json(ReplyWrittenOut {
+            success: true,
+            reply: w.reply.into(),
+            message: w.message,
+        }))
+    }
+
+    /// Mark a reply as the accepted solution (question author only)
+    #[oai(
+        path = "/api/community/posts/:post_id/replies/:reply_id/accept",
+        method = "post"
+    )]
+    async fn accept(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+        post_id: Path<String>,
+        reply_id: Path<String>,
+    ) -> ApiResult<Json<DoneOut>> {
+        let id = write_post_id(&post_id.0)?;
+        let reply_id = Uuid::parse_str(reply_id.0.trim()).ok();
+        let d = community::accept(&state.ctx, auth.user().id, id, reply_id).await?;
+        Ok(Json(d.into()))
+    }
+
+    /// Can the caller upload another video? (§4.3)
+    #[oai(path = "/api/community/upload-check", method = "get")]
+    async fn upload_check(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+    ) -> ApiResult<Json<SlotStatusOut>> {
+        let s = community::slot_status(&state.ctx, auth.user().id).await?;
+        Ok(Json(s.into()))
+    }
+
+    /// Every tag, ordered by name
+    #[oai(path = "/api/community/tags", method = "get")]
+    async fn tags(&self, state: Data<&AppState>) -> ApiResult<Json<Vec<TagOut>>> {
+        let tags = community::tags(&state.ctx.db).await?;
+        Ok(Json(
+            tags.into_iter()
+                .map(|t| TagOut {
+                    slug: t.slug,
+                    name: t.name,
+                    category: t.category,
+                    usage_count: t.usage_count,
+                })
+                .collect(),
+        ))
+    }
+}

@@ -1,0 +1,280 @@
+//! Response and request shapes of the community endpoints (§3.0).
+
+use crate::types::ts;
+use mambo_core::community;
+use poem_openapi::Object;
+use poem_openapi::types::MaybeUndefined;
+
+// ---------------------------------------------------------------------------
+// Shapes
+// ---------------------------------------------------------------------------
+
+#[derive(Object, serde::Serialize, Debug, Clone)]
+pub struct PostUserOut {
+    /// users.id
+    pub(super) id: String,
+    pub(super) first_name: String,
+    pub(super) last_name: String,
+    pub(super) avatar_url: Option<String>,
+    pub(super) is_pro: bool,
+    pub(super) level: i32,
+}
+
+impl From<community::PostUser> for PostUserOut {
+    fn from(u: community::PostUser) -> Self {
+        Self {
+            id: u.id.to_string(),
+            first_name: u.first_name,
+            last_name: u.last_name,
+            avatar_url: u.avatar_url,
+            is_pro: u.is_pro,
+            level: u.level,
+        }
+    }
+}
+
+#[derive(Object, serde::Serialize, Debug, Clone)]
+pub struct PostItemOut {
+    pub(super) id: String,
+    pub(super) user: PostUserOut,
+    /// `stage` or `lab`
+    pub(super) post_type: String,
+    pub(super) title: String,
+    pub(super) body: Option<String>,
+    pub(super) mux_playback_id: Option<String>,
+    pub(super) video_duration_seconds: Option<i32>,
+    pub(super) tags: Vec<String>,
+    pub(super) is_wip: bool,
+    /// `coach` or `hype`
+    pub(super) feedback_type: String,
+    pub(super) is_solved: bool,
+    pub(super) reaction_count: i32,
+    pub(super) reply_count: i32,
+    /// The caller's reaction: `fire`, `ruler`, `clap` or null
+    pub(super) user_reaction: Option<String>,
+    pub(super) created_at: String,
+    pub(super) updated_at: String,
+}
+
+impl From<community::PostItem> for PostItemOut {
+    fn from(p: community::PostItem) -> Self {
+        Self {
+            id: p.id.to_string(),
+            user: p.user.into(),
+            post_type: p.post_type,
+            title: p.title,
+            body: p.body,
+            mux_playback_id: p.mux_playback_id,
+            video_duration_seconds: p.video_duration_seconds,
+            tags: p.tags,
+            is_wip: p.is_wip,
+            feedback_type: p.feedback_type,
+            is_solved: p.is_solved,
+            reaction_count: p.reaction_count,
+            reply_count: p.reply_count,
+            user_reaction: p.user_reaction,
+            created_at: ts(&p.created_at),
+            updated_at: ts(&p.updated_at),
+        }
+    }
+}
+
+#[derive(Object, serde::Serialize, Debug, Clone)]
+pub struct ReplyItemOut {
+    pub(super) id: String,
+    pub(super) user: PostUserOut,
+    pub(super) content: String,
+    pub(super) mux_playback_id: Option<String>,
+    pub(super) is_accepted_answer: bool,
+    pub(super) created_at: String,
+}
+
+impl From<community::ReplyItem> for ReplyItemOut {
+    fn from(r: community::ReplyItem) -> Self {
+        Self {
+            id: r.id.to_string(),
+            user: r.user.into(),
+            content: r.content,
+            mux_playback_id: r.mux_playback_id,
+            is_accepted_answer: r.is_accepted_answer,
+            created_at: ts(&r.created_at),
+        }
+    }
+}
+
+#[derive(Object, serde::Serialize, Debug)]
+pub struct PostDetailOut {
+    #[oai(flatten)]
+    #[serde(flatten)]
+    pub(super) post: PostItemOut,
+    /// Accepted answer first, then oldest first
+    pub(super) replies: Vec<ReplyItemOut>,
+}
+
+/// §3.0 SlotStatus.
+#[derive(Object, Debug)]
+pub struct SlotStatusOut {
+    pub(super) allowed: bool,
+    pub(super) current_slots: i64,
+    pub(super) max_slots: i64,
+    pub(super) message: String,
+}
+
+impl From<community::SlotStatus> for SlotStatusOut {
+    fn from(s: community::SlotStatus) -> Self {
+        Self {
+            allowed: s.allowed,
+            current_slots: s.current_slots,
+            max_slots: s.max_slots,
+            message: s.message,
+        }
+    }
+}
+
+#[derive(Object, Debug)]
+pub struct TagOut {
+    pub(super) slug: String,
+    pub(super) name: String,
+    pub(super) category: Option<String>,
+    pub(super) usage_count: i32,
+}
+
+#[derive(Object, Debug)]
+pub struct CommunityLeaderboardEntryOut {
+    pub(super) id: String,
+    pub(super) first_name: String,
+    pub(super) avatar_url: Option<String>,
+    pub(super) score: i64,
+    pub(super) rank: i64,
+}
+
+#[derive(Object, Debug)]
+pub struct CommunityStatsOut {
+    pub(super) member_count: i64,
+    /// Simulated (§4.9)
+    pub(super) active_now: i64,
+    pub(super) leaderboard: Vec<CommunityLeaderboardEntryOut>,
+}
+
+#[derive(Object, Debug)]
+pub struct PostWrittenOut {
+    pub(super) success: bool,
+    pub(super) post: PostItemOut,
+    pub(super) message: String,
+}
+
+#[derive(Object, Debug)]
+pub struct ReplyWrittenOut {
+    pub(super) success: bool,
+    pub(super) reply: ReplyItemOut,
+    pub(super) message: String,
+}
+
+#[derive(Object, Debug)]
+pub struct DoneOut {
+    pub(super) success: bool,
+    pub(super) message: String,
+}
+
+impl From<community::Done> for DoneOut {
+    fn from(d: community::Done) -> Self {
+        Self {
+            success: true,
+            message: d.message,
+        }
+    }
+}
+
+#[derive(Object, Debug)]
+pub struct CreatePostIn {
+    /// `stage` or `lab`
+    pub(super) post_type: String,
+    /// 3 to 200 characters
+    pub(super) title: String,
+    /// Required for Lab questions
+    pub(super) body: MaybeUndefined<String>,
+    /// 1 to 5 tag slugs
+    pub(super) tags: Vec<String>,
+    pub(super) is_wip: Option<bool>,
+    /// `coach` (default) or `hype`
+    pub(super) feedback_type: Option<String>,
+    pub(super) mux_asset_id: Option<String>,
+    pub(super) mux_playback_id: Option<String>,
+    /// Seconds, not negative
+    #[oai(validator(minimum(value = "0")))]
+    pub(super) video_duration_seconds: Option<i32>,
+}
+
+#[derive(Object, Debug)]
+pub struct UpdatePostIn {
+    pub(super) title: Option<String>,
+    pub(super) body: Option<String>,
+    pub(super) tags: Option<Vec<String>>,
+    pub(super) is_wip: Option<bool>,
+    pub(super) feedback_type: Option<String>,
+}
+
+#[derive(Object, Debug)]
+pub struct ReactIn {
+    /// `fire`, `ruler` or `clap`
+    pub(super) reaction_type: String,
+}
+
+#[derive(Object, Debug)]
+pub struct ReplyIn {
+    /// 1 to 2000 characters
+    pub(super) content: String,
+    pub(super) mux_asset_id: Option<String>,
+    pub(super) mux_playback_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fast_json::assert_same_json;
+
+    #[test]
+    fn fast_json_matches_the_openapi_serialization() {
+        for some in [false, true] {
+            let opt = |s: &str| some.then(|| s.to_string());
+            let user = PostUserOut {
+                id: "u1".into(),
+                first_name: "Ana".into(),
+                last_name: "O'Neil \\ \"x\"".into(),
+                avatar_url: opt("a"),
+                is_pro: some,
+                level: 4,
+            };
+            let post = PostItemOut {
+                id: "p1".into(),
+                user: user.clone(),
+                post_type: "lab".into(),
+                title: "T".into(),
+                body: opt("b\n"),
+                mux_playback_id: opt("m"),
+                video_duration_seconds: some.then_some(30),
+                tags: vec!["mambo".into()],
+                is_wip: some,
+                feedback_type: "coach".into(),
+                is_solved: !some,
+                reaction_count: 3,
+                reply_count: 1,
+                user_reaction: opt("fire"),
+                created_at: "2026-11-27T10:00:00.123456".into(),
+                updated_at: "2026-11-27T10:00:00".into(),
+            };
+            assert_same_json(&vec![post.clone()]);
+            assert_same_json(&PostDetailOut {
+                post,
+                replies: vec![ReplyItemOut {
+                    id: "r1".into(),
+                    user,
+                    content: "c".into(),
+                    mux_playback_id: opt("m"),
+                    is_accepted_answer: some,
+                    created_at: "2026-11-27T10:00:00".into(),
+                }],
+            });
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The community (API.md §3.8, §4.3, §4.9): the Stage (video posts) and the Lab
+//! (questions with accepted answers), reactions, replies, tags, search, stats,
+//! and the video-slot rule shared with the wallet.
+//!
+//! Every write runs in one transaction: the spend (`economy::spend`, a
+//! conditional UPDATE), the ledger row, the action's rows, the counters (SQL
+//! increments) and the queued jobs (outbox) commit together or not at all.
+//!
+//! Lock order, to keep concurrent writes free of deadlocks: the post row first
+//! (`FOR UPDATE`), then user profiles in ascending `user_id` order.
+
+pub mod cache;
+mod feed;
+mod posts;
+mod reactions;
+mod replies;
+mod rows;
+mod search;
+mod slots;
+mod stats;
+mod tags;
+mod validation;
+mod write;
+
+pub use feed::{FeedQuery, feed};
+pub use posts::{
+    NewPost, PostUpdate, create_post, delete_post, ensure_post_author, post_detail, update_post,
+};
+pub use reactions::{react, unreact, validate_reaction_type};
+pub use replies::{NewReply, accept, reply};
+pub use search::{escape_like, search};
+pub use slots::{
+    SLOTS_USED_SQL, SlotStatus, slot_status, slot_status_conn, slot_status_for, slots_used,
+};
+pub use stats::{CommunityStats, LeaderboardEntry, simulated_active_now, stats};
+pub use tags::{Tag, tags};
+pub use validation::{Field, Validation};
+pub use write::write_post_not_found;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub const POST_TYPES: &[&str] = &["stage", "lab"];
+pub const FEEDBACK_TYPES: &[&str] = &["hype", "coach"];
+pub const REACTION_TYPES: &[&str] = &["fire", "ruler", "clap"];
+
+/// Feed and search page size bounds (§1.5).
+pub const LIMIT_DEFAULT: i64 = 20;
+pub const LIMIT_MAX: i64 = 50;
+
+// ---------------------------------------------------------------------------
+// Shapes
+// ---------------------------------------------------------------------------
+
+/// The author shown on a post or reply (§3.0 PostUser).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostUser {
+    pub id: Uuid,
+    pub first_name: String,
+    pub last_name: String,
+    pub avatar_url: Option<String>,
+    pub is_pro: bool,
+    pub level: i32,
+}
+
+/// A post as the feed shows it (§3.0 PostItem).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostItem {
+    pub id: Uuid,
+    pub user: PostUser,
+    pub post_type: String,
+    pub title: String,
+    pub body: Option<String>,
+    pub mux_playback_id: Option<String>,
+    pub video_duration_seconds: Option<i32>,
+    pub tags: Vec<String>,
+    pub is_wip: bool,
+    pub feedback_type: String,
+    pub is_solved: bool,
+    pub reaction_count: i32,
+    pub reply_count: i32,
+    /// The viewer's reaction.
+    pub user_reaction: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A reply (§3.0 ReplyItem).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplyItem {
+    pub id: Uuid,
+    pub user: PostUser,
+    pub content: String,
+    pub mux_playback_id: Option<String>,
+    pub is_accepted_answer: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PostDetail {
+    pub post: PostItem,
+    pub replies: Vec<ReplyItem>,
+}
+
+/// `{success: true, message}` of a write that returns nothing else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Done {
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PostWritten {
+    pub post: PostItem,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplyWritten {
+    pub reply: ReplyItem,
+    pub message: String,
+}

@@ -1,0 +1,100 @@
+//! What every community write shares: the error shape (`detail` is
+//! `{success:false, message, ...}`), the row locks in their fixed order, the
+//! badge-check job and what runs after the commit.
+
+use super::cache;
+use crate::economy;
+use crate::jobs::{self, BadgeCheckJob};
+use crate::{Context, Error, Result};
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+pub(super) fn fail(status: u16, message: impl Into<String>) -> Error {
+    Error::with_object(
+        status,
+        json!({ "success": false, "message": message.into() }),
+    )
+}
+
+pub(super) fn post_not_found() -> Error {
+    fail(404, "Post not found")
+}
+
+pub(super) fn insufficient(status: u16, message: String, i: economy::Insufficient) -> Error {
+    Error::with_object(
+        status,
+        json!({ "success": false, "message": message, "required": i.required, "balance": i.balance }),
+    )
+}
+
+/// The 404 a write endpoint gives for a malformed post id (D28).
+pub fn write_post_not_found() -> Error {
+    post_not_found()
+}
+
+/// Locks the profiles of `users` in ascending id order (deadlock-free).
+pub(super) async fn lock_profiles(conn: &mut PgConnection, users: &[Uuid]) -> Result<()> {
+    let mut ids = users.to_vec();
+    ids.sort();
+    ids.dedup();
+    // One or two users (every caller): `IN ($1, $2)` is planned once per
+    // connection; `= ANY($1)` was re-planned on every call.
+    let q = match ids.as_slice() {
+        [a] => sqlx::query("SELECT 1 FROM user_profiles WHERE user_id = $1 FOR UPDATE").bind(*a),
+        [a, b] => sqlx::query(
+            "SELECT 1 FROM user_profiles WHERE user_id IN ($1, $2) ORDER BY user_id FOR UPDATE",
+        )
+        .bind(*a)
+        .bind(*b),
+        _ => sqlx::query(
+            "SELECT 1 FROM user_profiles WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE",
+        )
+        .bind(ids.clone()),
+    };
+    q.fetch_all(&mut *conn).await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(super) struct LockedPost {
+    pub(super) user_id: Uuid,
+    pub(super) title: String,
+    pub(super) post_type: String,
+    pub(super) feedback_type: String,
+    pub(super) tags: Vec<String>,
+    pub(super) mux_asset_id: Option<String>,
+}
+
+/// Locks the post row (first lock of every post write).
+pub(super) async fn lock_post(
+    conn: &mut PgConnection,
+    post_id: Uuid,
+) -> Result<Option<LockedPost>> {
+    Ok(sqlx::query_as(
+        "SELECT user_id, title, post_type, feedback_type, tags::text[] AS tags, mux_asset_id
+         FROM posts WHERE id = $1 FOR UPDATE",
+    )
+    .bind(post_id)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+pub(super) async fn badge_check(conn: &mut PgConnection, user_id: Uuid, stat: &str) -> Result<()> {
+    jobs::enqueue(
+        conn,
+        &BadgeCheckJob {
+            user_id,
+            stat: stat.to_string(),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// After the commit of a write that adds, removes or re-tags a post: wake the
+/// outbox relay and drop cached feed pages.
+pub(super) async fn after_post_write(ctx: &Context) {
+    jobs::wake_relay(ctx);
+    cache::invalidate(ctx).await;
+}
