@@ -6,7 +6,11 @@
 //! admins editing the same lesson cannot corrupt each other's fields; ordering
 //! is computed on read with deterministic tie-breaks. Deletes rely on the
 //! schema's `ON DELETE CASCADE` (progress, submissions, comments, edges: D27).
+//!
+//! Every write also records its audit row (N4.5) in its transaction: the row
+//! before (read `FOR UPDATE`) and after, by the acting admin.
 
+use crate::audit::{self, Actor, Table, action, target};
 use crate::courses::{
     self, LESSON_NOT_FOUND, LEVEL_NOT_FOUND, LessonItem, LessonScope, WORLD_NOT_FOUND,
 };
@@ -247,10 +251,11 @@ pub async fn list_courses(db: &PgPool, admin: Uuid) -> Result<Vec<courses::World
 
 pub async fn create_world(
     ctx: &Context,
-    admin: Uuid,
+    actor: &Actor,
     input: WorldCreate,
 ) -> Result<courses::WorldItem> {
     let db = &ctx.db;
+    let admin = actor.id;
     non_empty("title", &input.title)?;
     non_empty("slug", &input.slug)?;
     non_negative("order_index", Some(input.order_index))?;
@@ -289,6 +294,14 @@ pub async fn create_world(
     if input.is_published {
         notifications::fanout::world_published(&mut tx, id, admin, ctx.clock.now()).await?;
     }
+    let after = audit::snapshot(&mut tx, Table::Worlds, id, false).await?;
+    audit::record(
+        &mut tx,
+        actor
+            .entry(action::COURSE_CREATE, target::COURSE, id)
+            .after(after),
+    )
+    .await?;
     tx.commit().await?;
     jobs::wake_relay(ctx);
     admin_world_item(db, admin, id).await
@@ -296,11 +309,12 @@ pub async fn create_world(
 
 pub async fn update_world(
     ctx: &Context,
-    admin: Uuid,
+    actor: &Actor,
     id: Uuid,
     input: WorldUpdate,
 ) -> Result<courses::WorldItem> {
     let db = &ctx.db;
+    let admin = actor.id;
     if let Some(t) = &input.title {
         non_empty("title", t)?;
     }
@@ -333,6 +347,9 @@ pub async fn update_world(
     let (asset_set, asset) = input.mux_preview_asset_id.bind_parts();
     // The change and, on the first publication, its announcement.
     let mut tx = db.begin().await?;
+    let Some(before) = audit::snapshot(&mut tx, Table::Worlds, id, true).await? else {
+        return Err(Error::not_found(COURSE_NOT_FOUND));
+    };
     let updated: Option<bool> = sqlx::query_scalar(
         "UPDATE worlds SET
              title = COALESCE($2, title),
@@ -381,25 +398,77 @@ pub async fn update_world(
     if published {
         notifications::fanout::world_published(&mut tx, id, admin, ctx.clock.now()).await?;
     }
+    let after = audit::snapshot(&mut tx, Table::Worlds, id, false).await?;
+    audit::record(
+        &mut tx,
+        actor
+            .entry(action::COURSE_UPDATE, target::COURSE, id)
+            .before(before)
+            .after(after),
+    )
+    .await?;
     tx.commit().await?;
     jobs::wake_relay(ctx);
     admin_world_item(db, admin, id).await
 }
 
-/// Runs a one-row `DELETE ... WHERE id = $1`; `not_found` when no row matched.
-/// The foreign keys cascade to everything hanging off the row.
-async fn delete_row(db: &PgPool, sql: &'static str, id: Uuid, not_found: &str) -> Result<()> {
-    let n = sqlx::query(sql).bind(id).execute(db).await?.rows_affected();
-    if n == 0 {
-        return Err(Error::not_found(not_found));
-    }
+/// What an audited one-row delete removes.
+struct Deletion {
+    table: Table,
+    action: &'static str,
+    target: &'static str,
+    not_found: &'static str,
+}
+
+/// Deletes one row by id (`not_found` when there is none) with its audit row,
+/// the deleted row as `before`. The foreign keys cascade to everything hanging
+/// off the row.
+async fn delete_row(db: &PgPool, actor: &Actor, d: Deletion, id: Uuid) -> Result<()> {
+    let mut tx = db.begin().await?;
+    let Some(before) = audit::snapshot(&mut tx, d.table, id, true).await? else {
+        return Err(Error::not_found(d.not_found));
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {} WHERE id = $1",
+        d.table.name()
+    )))
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    audit::record(&mut tx, actor.entry(d.action, d.target, id).before(before)).await?;
+    tx.commit().await?;
     Ok(())
+}
+
+/// Records an update's audit row: `before` as read under the lock, `after`
+/// read back in the same transaction.
+async fn record_update(
+    conn: &mut sqlx::PgConnection,
+    actor: &Actor,
+    table: Table,
+    action: &'static str,
+    target: &'static str,
+    id: Uuid,
+    before: serde_json::Value,
+) -> Result<()> {
+    let after = audit::snapshot(conn, table, id, false).await?;
+    audit::record(
+        conn,
+        actor.entry(action, target, id).before(before).after(after),
+    )
+    .await
 }
 
 /// Deletes a world with its levels, lessons, edges and everything hanging off
 /// the lessons (one statement; the foreign keys cascade).
-pub async fn delete_world(db: &PgPool, id: Uuid) -> Result<()> {
-    delete_row(db, "DELETE FROM worlds WHERE id = $1", id, COURSE_NOT_FOUND).await
+pub async fn delete_world(db: &PgPool, actor: &Actor, id: Uuid) -> Result<()> {
+    let d = Deletion {
+        table: Table::Worlds,
+        action: action::COURSE_DELETE,
+        target: target::COURSE,
+        not_found: COURSE_NOT_FOUND,
+    };
+    delete_row(db, actor, d, id).await
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
@@ -549,6 +618,7 @@ pub struct LevelCreate {
 /// Creates a level; `not_found` is the message when the world is missing.
 pub async fn create_level(
     db: &PgPool,
+    actor: &Actor,
     world_id: Uuid,
     input: LevelCreate,
     not_found: &str,
@@ -582,6 +652,14 @@ pub async fn create_level(
     .bind(input.y_position)
     .fetch_one(&mut *tx)
     .await?;
+    let after = audit::snapshot(&mut tx, Table::Levels, level.id, false).await?;
+    audit::record(
+        &mut tx,
+        actor
+            .entry(action::LEVEL_CREATE, target::LEVEL, level.id)
+            .after(after),
+    )
+    .await?;
     tx.commit().await?;
     Ok(level)
 }
@@ -612,7 +690,12 @@ pub struct LevelUpdate {
     pub y_position: Option<f64>,
 }
 
-pub async fn update_level(db: &PgPool, id: Uuid, input: LevelUpdate) -> Result<AdminLevel> {
+pub async fn update_level(
+    db: &PgPool,
+    actor: &Actor,
+    id: Uuid,
+    input: LevelUpdate,
+) -> Result<AdminLevel> {
     if let Some(t) = &input.title {
         non_empty("title", t)?;
     }
@@ -635,7 +718,11 @@ pub async fn update_level(db: &PgPool, id: Uuid, input: LevelUpdate) -> Result<A
     let (p_set, p) = input.mux_preview_playback_id.bind_parts();
     let (a_set, a) = input.mux_preview_asset_id.bind_parts();
     let (o_set, o) = input.outcome.bind_parts();
-    sqlx::query_as::<_, AdminLevel>(sqlx::AssertSqlSafe(format!(
+    let mut tx = db.begin().await?;
+    let Some(before) = audit::snapshot(&mut tx, Table::Levels, id, true).await? else {
+        return Err(Error::not_found(LEVEL_NOT_FOUND));
+    };
+    let level = sqlx::query_as::<_, AdminLevel>(sqlx::AssertSqlSafe(format!(
         "UPDATE levels AS l SET
              title = COALESCE($2, title),
              description = CASE WHEN $3 THEN $4 ELSE description END,
@@ -671,19 +758,36 @@ pub async fn update_level(db: &PgPool, id: Uuid, input: LevelUpdate) -> Result<A
     .bind(input.order_index)
     .bind(input.x_position)
     .bind(input.y_position)
-    .fetch_optional(db)
+    .fetch_optional(&mut *tx)
     .await?
-    .ok_or_else(|| Error::not_found(LEVEL_NOT_FOUND))
+    .ok_or_else(|| Error::not_found(LEVEL_NOT_FOUND))?;
+    record_update(
+        &mut tx,
+        actor,
+        Table::Levels,
+        action::LEVEL_UPDATE,
+        target::LEVEL,
+        id,
+        before,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(level)
 }
 
 pub async fn set_level_position(
     db: &PgPool,
+    actor: &Actor,
     id: Uuid,
     x: Option<f64>,
     y: Option<f64>,
 ) -> Result<()> {
     finite("x_position", x)?;
     finite("y_position", y)?;
+    let mut tx = db.begin().await?;
+    let Some(before) = audit::snapshot(&mut tx, Table::Levels, id, true).await? else {
+        return Err(Error::not_found(LEVEL_NOT_FOUND));
+    };
     let n = sqlx::query(
         "UPDATE levels SET x_position = COALESCE($2, x_position),
                            y_position = COALESCE($3, y_position), updated_at = now()
@@ -692,19 +796,36 @@ pub async fn set_level_position(
     .bind(id)
     .bind(x)
     .bind(y)
-    .execute(db)
+    .execute(&mut *tx)
     .await?
     .rows_affected();
     if n == 0 {
         return Err(Error::not_found(LEVEL_NOT_FOUND));
     }
+    record_update(
+        &mut tx,
+        actor,
+        Table::Levels,
+        action::LEVEL_POSITION,
+        target::LEVEL,
+        id,
+        before,
+    )
+    .await?;
+    tx.commit().await?;
     Ok(())
 }
 
 /// Deletes a level with its edges and lessons (and their progress,
 /// submissions and comments) through the cascading foreign keys.
-pub async fn delete_level(db: &PgPool, id: Uuid) -> Result<()> {
-    delete_row(db, "DELETE FROM levels WHERE id = $1", id, LEVEL_NOT_FOUND).await
+pub async fn delete_level(db: &PgPool, actor: &Actor, id: Uuid) -> Result<()> {
+    let d = Deletion {
+        table: Table::Levels,
+        action: action::LEVEL_DELETE,
+        target: target::LEVEL,
+        not_found: LEVEL_NOT_FOUND,
+    };
+    delete_row(db, actor, d, id).await
 }
 
 /// `GET /api/admin/levels/{id}/lessons`: by order_index (then id), with the
@@ -778,6 +899,7 @@ pub async fn level_in_course(db: &PgPool, course_id: Uuid, level_id: Option<Uuid
 
 pub async fn create_lesson(
     db: &PgPool,
+    actor: &Actor,
     level_id: Uuid,
     input: LessonCreate,
 ) -> Result<LessonCreated> {
@@ -798,6 +920,7 @@ pub async fn create_lesson(
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| LESSON_PLACEHOLDER_URL.into());
+    let mut tx = db.begin().await?;
     let created = sqlx::query_as::<_, LessonCreated>(
         "INSERT INTO lessons (level_id, title, description, video_url, xp_value, order_index,
                               is_boss_battle, duration_minutes, week_number, day_number,
@@ -822,9 +945,19 @@ pub async fn create_lesson(
     .bind(&input.mux_asset_id)
     .bind(&input.thumbnail_url)
     .bind(lesson_type)
-    .fetch_optional(db)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| Error::not_found(LEVEL_NOT_FOUND))?;
+    let after = audit::snapshot(&mut tx, Table::Lessons, created.id, false).await?;
+    audit::record(
+        &mut tx,
+        actor
+            .entry(action::LESSON_CREATE, target::LESSON, created.id)
+            .after(after),
+    )
     .await?;
-    created.ok_or_else(|| Error::not_found(LEVEL_NOT_FOUND))
+    tx.commit().await?;
+    Ok(created)
 }
 
 pub async fn get_lesson(db: &PgPool, id: Uuid) -> Result<AdminLesson> {
@@ -864,7 +997,12 @@ pub struct LessonUpdated {
     pub order_index: i32,
 }
 
-pub async fn update_lesson(db: &PgPool, id: Uuid, input: LessonUpdate) -> Result<LessonUpdated> {
+pub async fn update_lesson(
+    db: &PgPool,
+    actor: &Actor,
+    id: Uuid,
+    input: LessonUpdate,
+) -> Result<LessonUpdated> {
     if let Some(t) = &input.title {
         non_empty("title", t)?;
     }
@@ -894,7 +1032,11 @@ pub async fn update_lesson(db: &PgPool, id: Uuid, input: LessonUpdate) -> Result
     let (day_set, day) = input.day_number.bind_parts();
     let (c_set, c) = content.bind_parts();
     let (t_set, t) = input.thumbnail_url.bind_parts();
-    sqlx::query_as::<_, LessonUpdated>(
+    let mut tx = db.begin().await?;
+    let Some(before) = audit::snapshot(&mut tx, Table::Lessons, id, true).await? else {
+        return Err(Error::not_found(LESSON_NOT_FOUND));
+    };
+    let updated = sqlx::query_as::<_, LessonUpdated>(
         "UPDATE lessons SET
              title = COALESCE($2, title),
              description = CASE WHEN $3 THEN $4 ELSE description END,
@@ -934,20 +1076,32 @@ pub async fn update_lesson(db: &PgPool, id: Uuid, input: LessonUpdate) -> Result
     .bind(t)
     .bind(input.delete_video)
     .bind(lesson_type)
-    .fetch_optional(db)
+    .fetch_optional(&mut *tx)
     .await?
-    .ok_or_else(|| Error::not_found(LESSON_NOT_FOUND))
+    .ok_or_else(|| Error::not_found(LESSON_NOT_FOUND))?;
+    record_update(
+        &mut tx,
+        actor,
+        Table::Lessons,
+        action::LESSON_UPDATE,
+        target::LESSON,
+        id,
+        before,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(updated)
 }
 
 /// Deletes a lesson with its progress, submissions and comments (cascade).
-pub async fn delete_lesson(db: &PgPool, id: Uuid) -> Result<()> {
-    delete_row(
-        db,
-        "DELETE FROM lessons WHERE id = $1",
-        id,
-        LESSON_NOT_FOUND,
-    )
-    .await
+pub async fn delete_lesson(db: &PgPool, actor: &Actor, id: Uuid) -> Result<()> {
+    let d = Deletion {
+        table: Table::Lessons,
+        action: action::LESSON_DELETE,
+        target: target::LESSON,
+        not_found: LESSON_NOT_FOUND,
+    };
+    delete_row(db, actor, d, id).await
 }
 
 // ---------------------------------------------------------------------------
@@ -965,6 +1119,7 @@ pub const EDGE_CYCLE: &str = "This edge would create a cycle";
 /// additions are checked one after the other.
 pub async fn create_edge(
     db: &PgPool,
+    actor: &Actor,
     world_id: Uuid,
     from: Uuid,
     to: Uuid,
@@ -1022,18 +1177,26 @@ pub async fn create_edge(
             Error::Database(e)
         }
     })?;
+    let after = audit::snapshot(&mut tx, Table::LevelEdges, edge.id, false).await?;
+    audit::record(
+        &mut tx,
+        actor
+            .entry(action::EDGE_CREATE, target::EDGE, edge.id)
+            .after(after),
+    )
+    .await?;
     tx.commit().await?;
     Ok(edge)
 }
 
-pub async fn delete_edge(db: &PgPool, id: Uuid) -> Result<()> {
-    delete_row(
-        db,
-        "DELETE FROM level_edges WHERE id = $1",
-        id,
-        EDGE_NOT_FOUND,
-    )
-    .await
+pub async fn delete_edge(db: &PgPool, actor: &Actor, id: Uuid) -> Result<()> {
+    let d = Deletion {
+        table: Table::LevelEdges,
+        action: action::EDGE_DELETE,
+        target: target::EDGE,
+        not_found: EDGE_NOT_FOUND,
+    };
+    delete_row(db, actor, d, id).await
 }
 
 // ---------------------------------------------------------------------------

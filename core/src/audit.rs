@@ -47,32 +47,20 @@ pub mod target {
     pub const REPORT: &str = "report";
 }
 
-/// Who acts, from where and when: built once per request by the API (the
-/// admin's id, the client address, the clock's now) and handed to the domain
-/// function, which turns it into entries.
+/// The admin who acts, from where and when: built once per request by the
+/// API (the admin's id, the client address, the clock's now) and handed to the
+/// domain function, which turns it into entries. (A system entry, with no
+/// actor, is an [`Entry`] with `actor_id: None`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Actor {
-    /// `None` for the system (a job, a CLI command).
-    pub id: Option<Uuid>,
+    pub id: Uuid,
     pub ip: Option<IpAddr>,
     pub at: DateTime<Utc>,
 }
 
 impl Actor {
     pub fn new(id: Uuid, ip: Option<IpAddr>, at: DateTime<Utc>) -> Self {
-        Self {
-            id: Some(id),
-            ip,
-            at,
-        }
-    }
-
-    pub fn system(at: DateTime<Utc>) -> Self {
-        Self {
-            id: None,
-            ip: None,
-            at,
-        }
+        Self { id, ip, at }
     }
 
     /// An entry by this actor; add the row's states with
@@ -84,7 +72,7 @@ impl Actor {
         target_id: impl ToString,
     ) -> Entry {
         Entry {
-            actor_id: self.id,
+            actor_id: Some(self.id),
             action,
             target_type,
             target_id: target_id.to_string(),
@@ -177,7 +165,7 @@ pub enum Table {
 }
 
 impl Table {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Table::Worlds => "worlds",
             Table::Levels => "levels",

@@ -1,5 +1,6 @@
 //! Boss-battle video submissions and their grading (API.md §3.10, §3.3, D27, D29).
 
+use crate::audit::{self, Actor, Table};
 use crate::economy;
 use crate::jobs::{self, EmailJob};
 use crate::{Context, Error, Result, notifications};
@@ -221,8 +222,11 @@ struct GradeTarget {
 /// Grades a submission: 404 `Submission not found`, 400 `Invalid status`.
 /// The first approval pays +500 XP (and recomputes the level) exactly once,
 /// whatever the re-grades and concurrency (`xp_awarded_at`, under a row lock).
-/// The student gets an email through the worker.
-pub async fn grade(ctx: &Context, grader: Uuid, submission_id: Uuid, g: Grade) -> Result<()> {
+/// The student gets an email through the worker; the grading admin's audit
+/// row (`submission.grade`, the submission before and after) is written in
+/// the same transaction.
+pub async fn grade(ctx: &Context, actor: &Actor, submission_id: Uuid, g: Grade) -> Result<()> {
+    let grader = actor.id;
     let mut tx = ctx.db.begin().await?;
     let target = sqlx::query_as::<_, GradeTarget>(
         "SELECT b.user_id, b.lesson_id, b.xp_awarded_at, u.email, p.first_name,
@@ -243,6 +247,8 @@ pub async fn grade(ctx: &Context, grader: Uuid, submission_id: Uuid, g: Grade) -
         "rejected" => false,
         _ => return Err(Error::bad_request("Invalid status")),
     };
+    // Locked above.
+    let before = audit::snapshot(&mut tx, Table::BossSubmissions, submission_id, false).await?;
 
     let now = ctx.clock.now();
     let pay_xp = approved && target.xp_awarded_at.is_none();
@@ -280,6 +286,20 @@ pub async fn grade(ctx: &Context, grader: Uuid, submission_id: Uuid, g: Grade) -
                 .await?;
         }
     }
+
+    let after = audit::snapshot(&mut tx, Table::BossSubmissions, submission_id, false).await?;
+    audit::record(
+        &mut tx,
+        actor
+            .entry(
+                audit::action::SUBMISSION_GRADE,
+                audit::target::SUBMISSION,
+                submission_id,
+            )
+            .before(before)
+            .after(after),
+    )
+    .await?;
 
     jobs::enqueue(
         &mut tx,

@@ -7,13 +7,15 @@
 //! is also "unchanged" on the frontend's `PUT` routes (the reference's rule),
 //! while the seed's `PATCH` aliases use it to clear a nullable field (D36).
 
-use crate::auth::AdminAuth;
+use crate::auth::{AdminAuth, AuthUser};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::courses::{EdgeOut, LessonItemOut, WorldItemOut, lesson_list};
 use crate::state::AppState;
 use crate::types::{parse_id, ts};
 use mambo_core::admin::{self as core_admin, COURSE_NOT_FOUND, EDGE_NOT_FOUND, Patch};
+use mambo_core::audit::Actor;
 use mambo_core::courses::{LESSON_NOT_FOUND, LEVEL_NOT_FOUND, WORLD_NOT_FOUND};
+use poem::Request;
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -23,6 +25,16 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 pub struct AdminApi;
+
+/// The acting admin for the audit log (N4.5): who, from which address (behind
+/// a trusted proxy, the forwarded one), and the clock's now.
+pub(crate) fn audit_actor(state: &AppState, req: &Request, admin: &AuthUser) -> Actor {
+    Actor::new(
+        admin.id,
+        crate::middleware::client_ip(req, &state.ctx.config),
+        state.ctx.clock.now(),
+    )
+}
 
 /// Absent → keep; `null` → clear when `nulls_clear` (PATCH), else keep; value → set.
 fn patch<T>(m: MaybeUndefined<T>, nulls_clear: bool) -> Patch<Option<T>> {
@@ -456,15 +468,16 @@ pub struct EdgeCreateIn {
 impl AdminApi {
     async fn update_course(
         state: &AppState,
+        req: &Request,
         auth: AdminAuth,
         course_id: &str,
         body: WorldUpdateIn,
         nulls_clear: bool,
     ) -> ApiResult<Json<WorldItemOut>> {
-        let admin = auth.into_user();
+        let actor = audit_actor(state, req, auth.user());
         let id = parse_id(course_id, COURSE_NOT_FOUND)?;
         let w =
-            core_admin::update_world(&state.ctx, admin.id, id, body.into_core(nulls_clear)).await?;
+            core_admin::update_world(&state.ctx, &actor, id, body.into_core(nulls_clear)).await?;
         Ok(Json(w.into()))
     }
 
@@ -520,10 +533,11 @@ impl AdminApi {
 
     async fn create_lesson_in(
         state: &AppState,
+        actor: &Actor,
         level_id: Uuid,
         body: LessonCreateIn,
     ) -> ApiResult<Json<LessonCreatedOut>> {
-        let c = core_admin::create_lesson(&state.ctx.db, level_id, body.into_core()).await?;
+        let c = core_admin::create_lesson(&state.ctx.db, actor, level_id, body.into_core()).await?;
         Ok(Json(LessonCreatedOut {
             id: c.id,
             title: c.title,
@@ -535,13 +549,16 @@ impl AdminApi {
 
     async fn update_lesson(
         state: &AppState,
-        _admin: AdminAuth,
+        req: &Request,
+        auth: AdminAuth,
         lesson_id: &str,
         body: LessonUpdateIn,
         nulls_clear: bool,
     ) -> ApiResult<Json<LessonUpdatedOut>> {
+        let actor = audit_actor(state, req, auth.user());
         let id = parse_id(lesson_id, LESSON_NOT_FOUND)?;
-        let u = core_admin::update_lesson(&state.ctx.db, id, body.into_core(nulls_clear)).await?;
+        let u = core_admin::update_lesson(&state.ctx.db, &actor, id, body.into_core(nulls_clear))
+            .await?;
         Ok(Json(LessonUpdatedOut {
             id: u.id,
             title: u.title,
@@ -618,14 +635,16 @@ impl AdminApi {
     async fn create_course(
         &self,
         state: Data<&AppState>,
+        req: &Request,
         auth: AdminAuth,
         body: Json<WorldCreateIn>,
     ) -> ApiResult<Json<WorldItemOut>> {
         let admin = auth.into_user();
+        let actor = audit_actor(&state, req, &admin);
         let b = body.0;
         let w = core_admin::create_world(
             &state.ctx,
-            admin.id,
+            &actor,
             core_admin::WorldCreate {
                 title: b.title,
                 description: b.description,
@@ -652,11 +671,12 @@ impl AdminApi {
     async fn put_course(
         &self,
         state: Data<&AppState>,
+        req: &Request,
         auth: AdminAuth,
         course_id: Path<String>,
         body: Json<WorldUpdateIn>,
     ) -> ApiResult<Json<WorldItemOut>> {
-        Self::update_course(&state, auth, &course_id, body.0, false).await
+        Self::update_course(&state, req, auth, &course_id, body.0, false).await
     }
 
     /// Update a course (the seed's PATCH: null clears a nullable field)
@@ -664,11 +684,12 @@ impl AdminApi {
     async fn patch_course(
         &self,
         state: Data<&AppState>,
+        req: &Request,
         auth: AdminAuth,
         course_id: Path<String>,
         body: Json<WorldUpdateIn>,
     ) -> ApiResult<Json<WorldItemOut>> {
-        Self::update_course(&state, auth, &course_id, body.0, true).await
+        Self::update_course(&state, req, auth, &course_id, body.0, true).await
     }
 
     /// Delete a course with everything in it
@@ -676,11 +697,13 @@ impl AdminApi {
     async fn delete_course(
         &self,
         state: Data<&AppState>,
-        _admin: AdminAuth,
+        req: &Request,
+        auth: AdminAuth,
         course_id: Path<String>,
     ) -> ApiResult<Json<MessageOut>> {
+        let actor = audit_actor(&state, req, auth.user());
         let id = parse_id(&course_id, COURSE_NOT_FOUND)?;
-        core_admin::delete_world(&state.ctx.db, id).await?;
+        core_admin::delete_world(&state.ctx.db, &actor, id).await?;
         Ok(message("Course deleted successfully"))
     }
 
@@ -711,14 +734,17 @@ impl AdminApi {
     async fn create_course_level(
         &self,
         state: Data<&AppState>,
-        _admin: AdminAuth,
+        req: &Request,
+        auth: AdminAuth,
         course_id: Path<String>,
         body: Json<CourseLevelCreateIn>,
     ) -> ApiResult<Json<CourseLevelCreatedOut>> {
+        let actor = audit_actor(&state, req, auth.user());
         let id = parse_id(&course_id, COURSE_NOT_FOUND)?;
         let b = body.0;
         let l = core_admin::create_level(
             &state.ctx.db,
+            &actor,
             id,
             core_admin::LevelCreate {
                 title: b.title,
@@ -742,14 +768,17 @@ impl AdminApi {
     async fn create_world_level(
         &self,
         state: Data<&AppState>,
-        _admin: AdminAuth,
+        req: &Request,
+        auth: AdminAuth,
         world_id: Path<String>,
         body: Json<WorldLevelCreateIn>,
     ) -> ApiResult<Json<WorldLevelCreatedOut>> {
+        let actor = audit_actor(&state, req, auth.user());
         let id = parse_id(&world_id, WORLD_NOT_FOUND)?;
         let b = body.0;
         let l = core_admin::create_level(
             &state.ctx.db,
+            &actor,
             id,
             core_admin::LevelCreate {
                 title: b.title.unwrap_or_else(|| "New Level".into()),
@@ -789,14 +818,17 @@ impl AdminApi {
     async fn update_level(
         &self,
         state: Data<&AppState>,
-        _admin: AdminAuth,
+        req: &Request,
+        auth: AdminAuth,
         level_id: Path<String>,
         body: Json<LevelUpdateIn>,
     ) -> ApiResult<Json<AdminLevelOut>> {
+        let actor = audit_actor(&state, req, auth.user());
         let id = parse_id(&level_id, LEVEL_NOT_FOUND)?;
         let b = body.0;
         let l = core_admin::update_level(
             &state.ctx.db,
+            &actor,
             id,
             core_admin::LevelUpdate {
                 title: b.title,
@@ -822,11 +854,13 @@ impl AdminApi {
     async fn delete_level(
         &self,
         state: Data<&AppState>,
-        _admin: AdminAuth,
+        req: &Request,
+        auth: AdminAuth,
         level_id: Path<String>,
     ) -> ApiResult<Json<MessageOut>> {
+        let actor = audit_actor(&state, req, auth.user());
         let id = parse_id(&level_id, LEVEL_NOT_FOUND)?;
-        core_admin::delete_level(&state.ctx.db, id).await?;
+        core_admin::delete_level(&state.ctx.db, &actor, id).await?;
         Ok(message("Level deleted successfully"))
     }
 
@@ -835,13 +869,21 @@ impl AdminApi {
     async fn level_position(
         &self,
         state: Data<&AppState>,
-        _admin: AdminAuth,
+        req: &Request,
+        auth: AdminAuth,
         level_id: Path<String>,
         body: Json<PositionIn>,
     ) -> ApiResult<Json<MessageOut>> {
+        let actor = audit_actor(&state, req, auth.user());
         let id = parse_id(&level_id, LEVEL_NOT_FOUND)?;
-        core_admin::set_level_position(&state.ctx.db, id, body.0.x_position, body.0.y_position)
-            .await?;
+        core_admin::set_level_position(
+            &state.ctx.db,
+            &actor,
+            id,
+            body.0.x_position,
+            body.0.y_position,
+        )
+        .await?;
         Ok(message("Position updated successfully"))
     }
 
@@ -865,12 +907,14 @@ impl AdminApi {
     async fn create_level_lesson(
         &self,
         state: Data<&AppState>,
-        _admin: AdminAuth,
+        req: &Request,
+        auth: AdminAuth,
         level_id: Path<String>,
         body: Json<LessonCreateIn>,
     ) -> ApiResult<Json<LessonCreatedOut>> {
+        let actor = audit_actor(&state, req, auth.user());
         let id = parse_id(&level_id, LEVEL_NOT_FOUND)?;
-        Self::create_lesson_in(&state, id, body.0).await
+        Self::create_lesson_in(&state, &actor, id, body.0).await
     }
 
     /// Add a lesson to a course (the seed's path; body level_id required)
@@ -878,10 +922,12 @@ impl AdminApi {
     async fn create_course_lesson(
         &self,
         state: Data<&AppState>,
-        _admin: AdminAuth,
+        req: &Request,
+        auth: AdminAuth,
         course_id: Path<String>,
         body: Json<LessonCreateIn>,
     ) -> ApiResult<Json<LessonCreatedOut>> {
+        let actor = audit_actor(&state, req, auth.user());
         let course = parse_id(&course_id, COURSE_NOT_FOUND)?;
         let Some(raw_level) = body.0.level_id.clone() else {
             return Err(mambo_core::Error::validation(
@@ -901,7 +947,7 @@ impl AdminApi {
                 return Err(ApiError::msg(404, LEVEL_NOT_FOUND));
             }
         };
-        Self::create_lesson_in(&state, level, body.0).await
+        Self::create_lesson_in(&state, &actor, level, body.0).await
     }
 
     /// One lesson with everything the editor needs
@@ -923,11 +969,12 @@ impl AdminApi {
     async fn put_lesson(
         &self,
         state: Data<&AppState>,
+        req: &Request,
         auth: AdminAuth,
         lesson_id: Path<String>,
         body: Json<LessonUpdateIn>,
     ) -> ApiResult<Json<LessonUpdatedOut>> {
-        Self::update_lesson(&state, auth, &lesson_id, body.0, false).await
+        Self::update_lesson(&state, req, auth, &lesson_id, body.0, false).await
     }
 
     /// Update a lesson (the seed's PATCH: null clears a nullable field)
@@ -935,11 +982,12 @@ impl AdminApi {
     async fn patch_lesson(
         &self,
         state: Data<&AppState>,
+        req: &Request,
         auth: AdminAuth,
         lesson_id: Path<String>,
         body: Json<LessonUpdateIn>,
     ) -> ApiResult<Json<LessonUpdatedOut>> {
-        Self::update_lesson(&state, auth, &lesson_id, body.0, true).await
+        Self::update_lesson(&state, req, auth, &lesson_id, body.0, true).await
     }
 
     /// Delete a lesson with its progress, submissions and comments
@@ -947,11 +995,13 @@ impl AdminApi {
     async fn delete_lesson(
         &self,
         state: Data<&AppState>,
-        _admin: AdminAuth,
+        req: &Request,
+        auth: AdminAuth,
         lesson_id: Path<String>,
     ) -> ApiResult<Json<MessageOut>> {
+        let actor = audit_actor(&state, req, auth.user());
         let id = parse_id(&lesson_id, LESSON_NOT_FOUND)?;
-        core_admin::delete_lesson(&state.ctx.db, id).await?;
+        core_admin::delete_lesson(&state.ctx.db, &actor, id).await?;
         Ok(message("Lesson deleted successfully"))
     }
 
@@ -960,14 +1010,16 @@ impl AdminApi {
     async fn create_edge(
         &self,
         state: Data<&AppState>,
-        _admin: AdminAuth,
+        req: &Request,
+        auth: AdminAuth,
         world_id: Path<String>,
         body: Json<EdgeCreateIn>,
     ) -> ApiResult<Json<EdgeOut>> {
+        let actor = audit_actor(&state, req, auth.user());
         let world = parse_id(&world_id, WORLD_NOT_FOUND)?;
         let from = parse_id(&body.0.from_level_id, LEVEL_NOT_FOUND)?;
         let to = parse_id(&body.0.to_level_id, LEVEL_NOT_FOUND)?;
-        let e = core_admin::create_edge(&state.ctx.db, world, from, to).await?;
+        let e = core_admin::create_edge(&state.ctx.db, &actor, world, from, to).await?;
         Ok(Json(e.into()))
     }
 
@@ -976,11 +1028,13 @@ impl AdminApi {
     async fn delete_edge(
         &self,
         state: Data<&AppState>,
-        _admin: AdminAuth,
+        req: &Request,
+        auth: AdminAuth,
         edge_id: Path<String>,
     ) -> ApiResult<Json<MessageOut>> {
+        let actor = audit_actor(&state, req, auth.user());
         let id = parse_id(&edge_id, EDGE_NOT_FOUND)?;
-        core_admin::delete_edge(&state.ctx.db, id).await?;
+        core_admin::delete_edge(&state.ctx.db, &actor, id).await?;
         Ok(message("Edge deleted successfully"))
     }
 }

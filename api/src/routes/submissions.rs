@@ -7,6 +7,7 @@ use crate::routes::badges::{self, BadgeItemOut};
 use crate::state::AppState;
 use crate::types::{parse_id, ts, ts_opt};
 use mambo_core::submissions::{self, AdminSubmission, Caller, Grade, Submission};
+use poem::Request;
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -180,16 +181,17 @@ impl SubmissionsApi {
     async fn grade_submission(
         &self,
         state: Data<&AppState>,
+        req: &Request,
         auth: AdminAuth,
         submission_id: Path<String>,
         body: Json<GradeRequest>,
     ) -> ApiResult<Json<MessageOut>> {
-        let admin = auth.into_user();
+        let actor = crate::routes::admin::audit_actor(&state, req, auth.user());
         let id = parse_id(&submission_id, "Submission not found")?;
         let body = body.0;
         submissions::grade(
             &state.ctx,
-            admin.id,
+            &actor,
             id,
             Grade {
                 status: body.status,
