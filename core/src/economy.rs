@@ -130,6 +130,8 @@ pub mod reason {
     pub const COMMENT: &str = "comment";
     pub const ACCEPTED_ANSWER: &str = "accepted_answer";
     pub const SUBSCRIPTION_BONUS: &str = "subscription_bonus";
+    /// An admin's grant or deduction (API-NEXT.md N4.6).
+    pub const ADMIN_GRANT: &str = "admin_grant";
 }
 
 /// Credits `amount` and writes the ledger row. With a `dedupe_key`, a second
@@ -254,6 +256,118 @@ pub async fn spend(
             }))
         }
     }
+}
+
+/// The bounds of an admin's grant (N4.6): a deduction or a credit of at most
+/// this many claves, never 0.
+pub const GRANT_MAX: i64 = 10_000;
+/// The longest reason an admin may give for a grant.
+pub const GRANT_REASON_MAX: usize = 200;
+pub const USER_NOT_FOUND: &str = "User not found";
+pub const INSUFFICIENT_CLAVES: &str = "Insufficient claves";
+
+/// Checks a grant's body (422 in FastAPI's shape): `amount` from −10,000 to
+/// 10,000 and not 0; `reason` 1–200 characters (not only blanks).
+pub fn validate_grant(amount: i64, reason: &str) -> Result<()> {
+    let amount_error = |kind: &str, msg: String, ctx: serde_json::Value| {
+        Error::with_object(
+            422,
+            serde_json::json!([{ "type": kind, "loc": ["body", "amount"], "msg": msg,
+                                 "input": amount, "ctx": ctx }]),
+        )
+    };
+    if amount < -GRANT_MAX {
+        return Err(amount_error(
+            "greater_than_equal",
+            format!("Input should be greater than or equal to {}", -GRANT_MAX),
+            serde_json::json!({ "ge": -GRANT_MAX }),
+        ));
+    }
+    if amount > GRANT_MAX {
+        return Err(amount_error(
+            "less_than_equal",
+            format!("Input should be less than or equal to {GRANT_MAX}"),
+            serde_json::json!({ "le": GRANT_MAX }),
+        ));
+    }
+    if amount == 0 {
+        return Err(Error::value_error(
+            &["body", "amount"],
+            "amount must not be 0",
+            serde_json::json!(amount),
+        ));
+    }
+    let len = reason.trim().chars().count();
+    if len == 0 {
+        return Err(Error::with_object(
+            422,
+            serde_json::json!([{ "type": "string_too_short", "loc": ["body", "reason"],
+                                 "msg": "String should have at least 1 character",
+                                 "input": reason, "ctx": { "min_length": 1 } }]),
+        ));
+    }
+    if reason.chars().count() > GRANT_REASON_MAX {
+        return Err(Error::with_object(
+            422,
+            serde_json::json!([{ "type": "string_too_long", "loc": ["body", "reason"],
+                                 "msg": format!("String should have at most {GRANT_REASON_MAX} characters"),
+                                 "input": reason, "ctx": { "max_length": GRANT_REASON_MAX } }]),
+        ));
+    }
+    Ok(())
+}
+
+/// An admin credits (`amount` > 0) or deducts (`amount` < 0) claves: one
+/// ledger row of reason `admin_grant` through [`credit`] / [`spend`] and the
+/// `claves.grant` audit row (balance before and after, the amount and the
+/// reason), in one transaction. 404 `User not found` for an unknown user; a
+/// deduction below zero is a 400 `Insufficient claves` with nothing written.
+/// Returns the new balance. The body is checked by [`validate_grant`] first.
+pub async fn grant(
+    db: &sqlx::PgPool,
+    actor: &crate::audit::Actor,
+    user_id: Uuid,
+    amount: i64,
+    reason: &str,
+) -> Result<i64> {
+    use crate::audit::{self, action, target};
+    validate_grant(amount, reason)?;
+    let reason = reason.trim();
+    let mut tx = db.begin().await?;
+    // The profile row locked: `before` is the balance this grant moves from.
+    let before: Option<i32> = sqlx::query_scalar(
+        "SELECT current_claves FROM user_profiles WHERE user_id = $1 FOR UPDATE",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(before) = before else {
+        return Err(Error::not_found(USER_NOT_FOUND));
+    };
+    let balance = if amount > 0 {
+        credit(&mut tx, user_id, amount, reason::ADMIN_GRANT, None, None)
+            .await?
+            .ok_or_else(|| Error::internal("an undeduplicated credit wrote nothing"))?
+    } else {
+        match spend(&mut tx, user_id, -amount, reason::ADMIN_GRANT, None).await? {
+            Ok(b) => b,
+            Err(_) => return Err(Error::bad_request(INSUFFICIENT_CLAVES)),
+        }
+    };
+    audit::record(
+        &mut tx,
+        actor
+            .entry(action::CLAVES_GRANT, target::USER, user_id)
+            .before(serde_json::json!({ "current_claves": before }))
+            .after(serde_json::json!({
+                "current_claves": balance,
+                "amount": amount,
+                "reason": reason,
+            })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(balance)
 }
 
 /// "Pro" for economy perks: an active or trialing subscription of tier

@@ -145,6 +145,76 @@ pub async fn public(db: &PgPool, username: &str, viewer: Option<Uuid>) -> Result
     Ok(p)
 }
 
+/// One person found by `GET /api/users/search` (N4.3).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
+pub struct PersonHit {
+    /// users.id
+    pub id: Uuid,
+    pub username: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub avatar_url: Option<String>,
+    pub level: i32,
+}
+
+pub const SEARCH_MIN_CHARS: usize = 2;
+pub const SEARCH_MAX_CHARS: usize = 50;
+pub const SEARCH_LIMIT: i64 = 10;
+
+/// Checks the search's `q` (422 in FastAPI's shape): 2–50 characters.
+pub fn validate_search(q: Option<&str>) -> Result<&str> {
+    let loc = ["query", "q"];
+    let Some(q) = q else {
+        return Err(Error::validation(
+            &loc,
+            "Field required",
+            "missing",
+            serde_json::Value::Null,
+        ));
+    };
+    let n = q.chars().count();
+    if n < SEARCH_MIN_CHARS {
+        return Err(Error::with_object(
+            422,
+            serde_json::json!([{ "type": "string_too_short", "loc": loc,
+                "msg": format!("String should have at least {SEARCH_MIN_CHARS} characters"),
+                "input": q, "ctx": { "min_length": SEARCH_MIN_CHARS } }]),
+        ));
+    }
+    if n > SEARCH_MAX_CHARS {
+        return Err(Error::with_object(
+            422,
+            serde_json::json!([{ "type": "string_too_long", "loc": loc,
+                "msg": format!("String should have at most {SEARCH_MAX_CHARS} characters"),
+                "input": q, "ctx": { "max_length": SEARCH_MAX_CHARS } }]),
+        ));
+    }
+    Ok(q)
+}
+
+/// The people search: `$1` the prefix, `$2` the limit.
+pub const SEARCH_SQL: &str =
+    "SELECT p.user_id AS id, p.username, p.first_name, p.last_name, p.avatar_url, p.level
+     FROM user_profiles p
+     WHERE lower(p.username) ~>=~ lower($1)
+       AND lower(p.username) ~<~ (lower($1) || chr(1114111))
+       AND starts_with(lower(p.username), lower($1))
+     ORDER BY lower(p.username) USING ~<~
+     LIMIT $2";
+
+/// People whose username starts with `q`, case-insensitively, at most 10, by
+/// username. `q` is a literal prefix (`%`, `_` and `\` match themselves): the
+/// query is a byte range over `lower(username)` (the `text_pattern_ops` index
+/// serves it, whatever the plan) checked with `starts_with`.
+pub async fn search(db: &PgPool, q: &str) -> Result<Vec<PersonHit>> {
+    let q = validate_search(Some(q))?;
+    Ok(sqlx::query_as::<_, PersonHit>(SEARCH_SQL)
+        .bind(q)
+        .bind(SEARCH_LIMIT)
+        .fetch_all(db)
+        .await?)
+}
+
 /// One row of `GET /api/users/leaderboard`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct LeaderboardEntry {

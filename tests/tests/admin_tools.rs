@@ -71,7 +71,11 @@ async fn audited(
     let n = audit_count(app).await;
     let (s, v) = call(app, method.clone(), path, admin, body).await;
     assert_eq!(s, StatusCode::OK, "{method} {path}: {v}");
-    assert_eq!(audit_count(app).await, n + 1, "{method} {path}: one audit row");
+    assert_eq!(
+        audit_count(app).await,
+        n + 1,
+        "{method} {path}: one audit row"
+    );
     let row = newest_audit(app).await;
     assert_eq!(row.actor_id, Some(admin.id), "{method} {path}");
     assert!(row.ip.is_some(), "{method} {path}: the client address");
@@ -277,7 +281,12 @@ async fn every_course_builder_route_writes_one_audit_row_with_before_and_after()
 
     // Deletes: the row as it was.
     for (path, action, target, id) in [
-        (format!("/api/admin/edges/{edge}"), "edge.delete", "edge", &edge),
+        (
+            format!("/api/admin/edges/{edge}"),
+            "edge.delete",
+            "edge",
+            &edge,
+        ),
         (
             format!("/api/admin/lessons/{lesson_b}"),
             "lesson.delete",
@@ -305,7 +314,11 @@ async fn every_course_builder_route_writes_one_audit_row_with_before_and_after()
     let n = audit_count(&app).await;
     let missing = Uuid::new_v4();
     for (method, path, body) in [
-        (Method::DELETE, format!("/api/admin/courses/{missing}"), None),
+        (
+            Method::DELETE,
+            format!("/api/admin/courses/{missing}"),
+            None,
+        ),
         (
             Method::PUT,
             format!("/api/admin/levels/{missing}"),
@@ -334,7 +347,11 @@ async fn every_course_builder_route_writes_one_audit_row_with_before_and_after()
     )
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    assert_eq!(audit_count(&app).await, n, "no audit row for a failed action");
+    assert_eq!(
+        audit_count(&app).await,
+        n,
+        "no audit row for a failed action"
+    );
     app.stop().await;
 }
 
@@ -366,5 +383,584 @@ async fn the_audit_table_refuses_update_delete_and_truncate() {
     let row = newest_audit(&app).await;
     assert_eq!(row.action, "course.create");
     assert_eq!(audit_count(&app).await, 1);
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// The audit list
+// ---------------------------------------------------------------------------
+
+fn actions(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_audit_list_filters_pages_and_names_the_actor() {
+    let app = TestApp::spawn_api_only().await;
+    let admin = app.admin().await;
+    let other_admin = app.admin().await;
+    let student = app.student().await;
+    sqlx::query("UPDATE user_profiles SET username = 'boss_one' WHERE user_id = $1")
+        .bind(admin.id)
+        .execute(app.db())
+        .await
+        .unwrap();
+
+    // admin: course.create, course.update, level.create; other: course.create.
+    let slug = format!("a-{}", Uuid::new_v4().simple());
+    let (_, course) = call(
+        &app,
+        Method::POST,
+        "/api/admin/courses",
+        &admin,
+        Some(json!({"title": "One", "slug": slug, "order_index": 0, "difficulty": "OPEN"})),
+    )
+    .await;
+    let course = id_of(&course);
+    call(
+        &app,
+        Method::PUT,
+        &format!("/api/admin/courses/{course}"),
+        &admin,
+        Some(json!({"title": "One!"})),
+    )
+    .await;
+    let (_, level) = call(
+        &app,
+        Method::POST,
+        &format!("/api/admin/worlds/{course}/levels"),
+        &admin,
+        Some(json!({"title": "L"})),
+    )
+    .await;
+    let level = id_of(&level);
+    let slug2 = format!("b-{}", Uuid::new_v4().simple());
+    let (_, course2) = call(
+        &app,
+        Method::POST,
+        "/api/admin/courses",
+        &other_admin,
+        Some(json!({"title": "Two", "slug": slug2, "order_index": 1, "difficulty": "OPEN"})),
+    )
+    .await;
+    let course2 = id_of(&course2);
+    // A system row (no actor).
+    let mut conn = app.db().acquire().await.unwrap();
+    mambo_core::audit::record(
+        &mut conn,
+        mambo_core::audit::Entry {
+            actor_id: None,
+            action: "user.delete",
+            target_type: "user",
+            target_id: Uuid::new_v4().to_string(),
+            before: None,
+            after: None,
+            ip: None,
+            at: app.ctx.clock.now(),
+        },
+    )
+    .await
+    .unwrap();
+    drop(conn);
+
+    // Everything, newest first.
+    let (s, all) = call(&app, Method::GET, "/api/admin/audit", &admin, None).await;
+    assert_eq!(s, StatusCode::OK, "{all}");
+    assert_eq!(
+        actions(&all),
+        [
+            "user.delete",
+            "course.create",
+            "level.create",
+            "course.update",
+            "course.create"
+        ]
+    );
+    let system = &all[0];
+    assert_eq!(system["actor"], Value::Null);
+    assert_eq!(system["actor_id"], Value::Null);
+    let first = &all[4];
+    assert_eq!(first["actor"]["id"], json!(admin.id.to_string()));
+    assert_eq!(first["actor"]["username"], "boss_one");
+    assert_eq!(first["actor"]["email"], json!(admin.email));
+    assert_eq!(first["target_type"], "course");
+    assert_eq!(first["target_id"], json!(course));
+    assert_eq!(first["before"], Value::Null);
+    assert_eq!(first["after"]["title"], "One");
+    assert!(first["ip"].is_string(), "{first}");
+    assert!(first["created_at"].as_str().unwrap().ends_with('Z'));
+    let second = &all[1];
+    assert_eq!(second["actor"]["id"], json!(other_admin.id.to_string()));
+
+    // Each filter.
+    let q = |path: String| {
+        let app = &app;
+        let admin = &admin;
+        async move {
+            let (s, v) = call(app, Method::GET, &path, admin, None).await;
+            assert_eq!(s, StatusCode::OK, "{path}: {v}");
+            actions(&v)
+        }
+    };
+    assert_eq!(
+        q(format!("/api/admin/audit?actor_id={}", admin.id)).await,
+        ["level.create", "course.update", "course.create"]
+    );
+    assert_eq!(
+        q(format!("/api/admin/audit?actor_id={}", other_admin.id)).await,
+        ["course.create"]
+    );
+    assert_eq!(
+        q("/api/admin/audit?action=course.create".into()).await,
+        ["course.create", "course.create"]
+    );
+    assert_eq!(
+        q("/api/admin/audit?target_type=level".into()).await,
+        ["level.create"]
+    );
+    assert_eq!(
+        q(format!("/api/admin/audit?target_id={course}")).await,
+        ["course.update", "course.create"]
+    );
+    assert_eq!(
+        q(format!(
+            "/api/admin/audit?target_type=course&target_id={course2}"
+        ))
+        .await,
+        ["course.create"]
+    );
+    assert_eq!(
+        q(format!(
+            "/api/admin/audit?actor_id={}&action=course.update&target_type=course&target_id={course}",
+            admin.id
+        ))
+        .await,
+        ["course.update"]
+    );
+    assert_eq!(
+        q(format!(
+            "/api/admin/audit?target_id={level}&action=level.update"
+        ))
+        .await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        q(format!("/api/admin/audit?actor_id={}", student.id)).await,
+        Vec::<String>::new()
+    );
+
+    // Paging.
+    assert_eq!(
+        q("/api/admin/audit?skip=1&limit=2".into()).await,
+        ["course.create", "level.create"]
+    );
+    assert_eq!(
+        q("/api/admin/audit?skip=4&limit=2".into()).await,
+        ["course.create"]
+    );
+    assert!(q("/api/admin/audit?skip=5".into()).await.is_empty());
+    assert_eq!(q("/api/admin/audit?limit=100".into()).await.len(), 5);
+
+    // Bad parameters: 422 in FastAPI's shape.
+    for (path, field) in [
+        ("/api/admin/audit?limit=0", "limit"),
+        ("/api/admin/audit?limit=101", "limit"),
+        ("/api/admin/audit?limit=x", "limit"),
+        ("/api/admin/audit?skip=-1", "skip"),
+        ("/api/admin/audit?actor_id=not-a-uuid", "actor_id"),
+    ] {
+        let (s, v) = call(&app, Method::GET, path, &admin, None).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {v}");
+        assert_eq!(v["detail"][0]["loc"], json!(["query", field]), "{path}");
+    }
+
+    // Admins only, before the parameters are looked at.
+    let (s, _) = call(
+        &app,
+        Method::GET,
+        "/api/admin/audit?limit=0",
+        &student,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let s = app
+        .client
+        .get(app.url("/api/admin/audit?limit=0"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// Clave grants
+// ---------------------------------------------------------------------------
+
+async fn ledger_rows(app: &TestApp, user: Uuid) -> Vec<(i32, String)> {
+    sqlx::query_as(
+        "SELECT amount, reason FROM clave_transactions WHERE user_id = $1
+         ORDER BY created_at, id",
+    )
+    .bind(user)
+    .fetch_all(app.db())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn admins_grant_and_deduct_claves_through_the_ledger() {
+    let app = TestApp::spawn_api_only().await;
+    let admin = app.admin().await;
+    let student = app.student().await; // 15 claves
+    let path = format!("/api/admin/users/{}/claves", student.id);
+
+    // A grant.
+    let (v, row) = audited(
+        &app,
+        &admin,
+        Method::POST,
+        &path,
+        Some(json!({"amount": 100, "reason": "Workshop helper"})),
+    )
+    .await;
+    assert_eq!(v, json!({"success": true, "new_balance": 115}));
+    assert_eq!(row.action, "claves.grant");
+    assert_eq!(row.target_type, "user");
+    assert_eq!(row.target_id, student.id.to_string());
+    assert_eq!(row.before, Some(json!({"current_claves": 15})));
+    assert_eq!(
+        row.after,
+        Some(json!({"current_claves": 115, "amount": 100, "reason": "Workshop helper"}))
+    );
+
+    // A deduction.
+    let (v, row) = audited(
+        &app,
+        &admin,
+        Method::POST,
+        &path,
+        Some(json!({"amount": -40, "reason": "Refund reversed"})),
+    )
+    .await;
+    assert_eq!(v, json!({"success": true, "new_balance": 75}));
+    assert_eq!(row.before, Some(json!({"current_claves": 115})));
+    assert_eq!(row.after.as_ref().unwrap()["current_claves"], 75);
+    assert_eq!(row.after.as_ref().unwrap()["amount"], -40);
+
+    // To exactly zero is fine; below zero is refused with nothing written.
+    let (v, _) = audited(
+        &app,
+        &admin,
+        Method::POST,
+        &path,
+        Some(json!({"amount": -75, "reason": "Reset"})),
+    )
+    .await;
+    assert_eq!(v["new_balance"], 0);
+    let audits = audit_count(&app).await;
+    let ledger = ledger_rows(&app, student.id).await;
+    let (s, v) = call(
+        &app,
+        Method::POST,
+        &path,
+        &admin,
+        Some(json!({"amount": -1, "reason": "Too far"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v, json!({"detail": "Insufficient claves"}));
+    assert_eq!(audit_count(&app).await, audits);
+    assert_eq!(ledger_rows(&app, student.id).await, ledger);
+
+    // The ledger: the bonus and three admin_grant rows; it equals the balance.
+    assert_eq!(
+        ledger_rows(&app, student.id).await,
+        [
+            (15, "new_user_bonus".to_string()),
+            (100, "admin_grant".to_string()),
+            (-40, "admin_grant".to_string()),
+            (-75, "admin_grant".to_string()),
+        ]
+    );
+    assert_eq!(app.balance_and_ledger(student.id).await, (0, 0));
+
+    // Bounds and the body: 422, nothing written.
+    for (body, field, kind) in [
+        (json!({"amount": 0, "reason": "x"}), "amount", "value_error"),
+        (
+            json!({"amount": 10001, "reason": "x"}),
+            "amount",
+            "less_than_equal",
+        ),
+        (
+            json!({"amount": -10001, "reason": "x"}),
+            "amount",
+            "greater_than_equal",
+        ),
+        (
+            json!({"amount": 5, "reason": ""}),
+            "reason",
+            "string_too_short",
+        ),
+        (
+            json!({"amount": 5, "reason": "   "}),
+            "reason",
+            "string_too_short",
+        ),
+        (
+            json!({"amount": 5, "reason": "r".repeat(201)}),
+            "reason",
+            "string_too_long",
+        ),
+    ] {
+        let (s, v) = call(&app, Method::POST, &path, &admin, Some(body.clone())).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {v}");
+        assert_eq!(v["detail"][0]["loc"], json!(["body", field]), "{body}");
+        assert_eq!(v["detail"][0]["type"], kind, "{body}");
+    }
+    for body in [
+        json!({"reason": "x"}),
+        json!({"amount": "ten", "reason": "x"}),
+    ] {
+        let (s, v) = call(&app, Method::POST, &path, &admin, Some(body.clone())).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {v}");
+    }
+    // The edges of the range are accepted.
+    for amount in [10_000, -10_000] {
+        let (s, v) = call(
+            &app,
+            Method::POST,
+            &path,
+            &admin,
+            Some(json!({"amount": amount, "reason": "edge"})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{amount}: {v}");
+    }
+    let r = "é".repeat(200);
+    let (s, _) = call(
+        &app,
+        Method::POST,
+        &path,
+        &admin,
+        Some(json!({"amount": 1, "reason": r})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(audit_count(&app).await, audits + 3);
+    let (b, l) = app.balance_and_ledger(student.id).await;
+    assert_eq!((b, l), (1, 1));
+
+    // Unknown or malformed user: 404.
+    for id in [Uuid::new_v4().to_string(), "nope".to_string()] {
+        let (s, v) = call(
+            &app,
+            Method::POST,
+            &format!("/api/admin/users/{id}/claves"),
+            &admin,
+            Some(json!({"amount": 5, "reason": "x"})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{id}");
+        assert_eq!(v, json!({"detail": "User not found"}));
+    }
+
+    // Admins only, before the body is looked at.
+    let (s, _) = call(
+        &app,
+        Method::POST,
+        &path,
+        &student,
+        Some(json!({"amount": 0})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(audit_count(&app).await, audits + 3);
+    assert_eq!(app.balance_and_ledger(student.id).await, (1, 1));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_deductions_never_overdraw() {
+    let app = TestApp::spawn_api_only().await;
+    let admin = app.admin().await;
+    let student = app.student().await; // 15 claves
+    let path = format!("/api/admin/users/{}/claves", student.id);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let client = app.client.clone();
+        let url = app.url(&path);
+        let bearer = admin.bearer();
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .header("Authorization", bearer)
+                .json(&json!({"amount": -4, "reason": "race"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StatusCode::OK => ok += 1,
+            StatusCode::BAD_REQUEST => {}
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert_eq!(ok, 3, "15 claves pay three deductions of 4");
+    assert_eq!(app.balance_and_ledger(student.id).await, (3, 3));
+    assert_eq!(audit_count(&app).await, 3);
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// People search
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn people_search_is_a_literal_case_insensitive_prefix() {
+    let app = TestApp::spawn_api_only().await;
+    let me = app.student().await;
+    let mk = |name: &'static str| {
+        let app = &app;
+        async move {
+            app.create_user(mambo_tests::UserSpec {
+                username: Some(name.to_string()),
+                ..Default::default()
+            })
+            .await
+        }
+    };
+    let salsa = mk("salsa_queen").await;
+    mk("salsafan").await;
+    mk("SALSERO").await;
+    mk("sa%lsa").await;
+    mk("sa_lsa").await;
+    mk("saXlsa").await;
+    mk("back\\slash").await;
+    mk("mambo").await;
+    for i in 0..12 {
+        app.create_user(mambo_tests::UserSpec {
+            username: Some(format!("zz{i:02}")),
+            ..Default::default()
+        })
+        .await;
+    }
+    sqlx::query(
+        "UPDATE user_profiles SET avatar_url = 'https://x/a.png', level = 4 WHERE user_id = $1",
+    )
+    .bind(salsa.id)
+    .execute(app.db())
+    .await
+    .unwrap();
+
+    let search = |q: &str| {
+        let req = app
+            .client
+            .get(app.url("/api/users/search"))
+            .query(&[("q", q)])
+            .header("Authorization", me.bearer());
+        async move { json(req.send().await.unwrap()).await }
+    };
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["username"].as_str().unwrap().to_lowercase())
+            .collect()
+    };
+
+    let (s, v) = search("SALS").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(names(&v), ["salsa_queen", "salsafan", "salsero"]);
+    let hit = &v[0];
+    assert_eq!(hit["id"], json!(salsa.id.to_string()));
+    assert_eq!(hit["avatar_url"], "https://x/a.png");
+    assert_eq!(hit["level"], 4);
+    assert!(hit["first_name"].is_string() && hit["last_name"].is_string());
+    assert_eq!(v[1]["avatar_url"], Value::Null);
+
+    // Wildcards are literal.
+    assert_eq!(names(&search("sa%").await.1), ["sa%lsa"]);
+    assert_eq!(names(&search("sa_").await.1), ["sa_lsa"]);
+    assert_eq!(names(&search("salsa_").await.1), ["salsa_queen"]);
+    assert_eq!(names(&search("%a").await.1), Vec::<String>::new());
+    assert_eq!(names(&search("__").await.1), Vec::<String>::new());
+    assert_eq!(names(&search("back\\").await.1), ["back\\slash"]);
+    // A prefix, not a substring.
+    assert_eq!(names(&search("ambo").await.1), Vec::<String>::new());
+    assert_eq!(names(&search("Mambo").await.1), ["mambo"]);
+
+    // At most 10.
+    let (_, v) = search("zz").await;
+    assert_eq!(v.as_array().unwrap().len(), 10);
+    assert_eq!(names(&v)[0], "zz00");
+
+    // 2–50 characters, else 422.
+    for q in ["s", "", &"s".repeat(51)] {
+        let (s, v) = search(q).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{q:?}: {v}");
+        assert_eq!(v["detail"][0]["loc"], json!(["query", "q"]));
+    }
+    let (s, _) = search(&"s".repeat(50)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = call(&app, Method::GET, "/api/users/search", &me, None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["detail"][0]["type"], "missing");
+
+    // Signed-in users only; the neighbouring routes still answer.
+    let s = app
+        .client
+        .get(app.url("/api/users/search?q=sa"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = call(&app, Method::GET, "/api/users/me", &me, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = call(&app, Method::GET, "/api/users/public/mambo", &me, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn people_search_uses_the_prefix_index() {
+    let app = TestApp::spawn_api_only().await;
+    let mut conn = app.db().acquire().await.unwrap();
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    // The plan PostgreSQL may reuse for any prefix (a generic plan).
+    for sql in [
+        "SET plan_cache_mode = force_generic_plan".to_string(),
+        format!(
+            "PREPARE people(text, bigint) AS {}",
+            mambo_core::profiles::SEARCH_SQL
+        ),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE people('ab', 10)")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("user_profiles_username_prefix_idx"), "{plan}");
+    drop(conn);
     app.stop().await;
 }

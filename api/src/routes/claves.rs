@@ -1,13 +1,14 @@
 //! Claves endpoints (API.md §3.7): the wallet, the daily claim, balance checks
-//! and video slots.
+//! and video slots; and an admin's grant (API-NEXT.md N4.6).
 
-use crate::auth::UserAuth;
+use crate::auth::{AdminAuth, UserAuth};
 use crate::error::ApiResult;
 use crate::fast_json::FastJson;
 use crate::routes::community::SlotStatusOut;
 use crate::state::AppState;
-use crate::types::ts;
+use crate::types::{parse_id, ts};
 use mambo_core::{community, economy, streaks};
+use poem::Request;
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
@@ -50,8 +51,53 @@ pub struct BalanceCheckOut {
     shortfall: i64,
 }
 
+/// An admin's grant (a positive amount) or deduction (a negative one).
+#[derive(Object, Debug)]
+#[oai(rename = "ClaveGrant")]
+pub struct GrantIn {
+    /// From -10000 to 10000, not 0
+    amount: i64,
+    /// Why (1–200 characters); kept in the audit log
+    reason: String,
+}
+
+#[derive(Object, Debug)]
+#[oai(rename = "ClaveGrantResult")]
+pub struct GrantOut {
+    success: bool,
+    new_balance: i64,
+}
+
 #[OpenApi(tag = "crate::routes::Tag::Claves")]
 impl ClavesApi {
+    /// Grant claves to a user, or deduct them (admin). A ledger row
+    /// `admin_grant` and an audit row `claves.grant`; a deduction below zero
+    /// is refused.
+    #[oai(
+        path = "/api/admin/users/:user_id/claves",
+        method = "post",
+        tag = "crate::routes::Tag::Admin"
+    )]
+    async fn grant(
+        &self,
+        auth: AdminAuth,
+        state: Data<&AppState>,
+        req: &Request,
+        user_id: Path<String>,
+        body: Json<GrantIn>,
+    ) -> ApiResult<Json<GrantOut>> {
+        let actor = crate::routes::admin::audit_actor(&state, req, auth.user());
+        let b = body.0;
+        economy::validate_grant(b.amount, &b.reason)?;
+        let user_id = parse_id(&user_id, economy::USER_NOT_FOUND)?;
+        let new_balance =
+            economy::grant(&state.ctx.db, &actor, user_id, b.amount, &b.reason).await?;
+        Ok(Json(GrantOut {
+            success: true,
+            new_balance,
+        }))
+    }
+
     /// The caller's wallet: balance, 20 newest transactions, video slots
     #[oai(path = "/api/claves/wallet", method = "get")]
     async fn wallet(

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod ai;
+pub mod audit;
 pub mod auth;
 pub mod badges;
 pub mod claves;

@@ -8,11 +8,24 @@ use crate::types::ts_opt;
 use mambo_core::badges::BadgeItem;
 use mambo_core::profiles::{self, Profile, ProfileUpdate};
 use poem::web::Data;
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
 pub struct UsersApi;
+
+/// A person found by the people search (N4.3).
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "PersonSearchHit")]
+pub struct PersonOut {
+    /// users.id
+    pub id: String,
+    pub username: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub avatar_url: Option<String>,
+    pub level: i64,
+}
 
 /// An earned badge on a profile (BadgeItem of §3.0).
 #[derive(Object, Debug, Clone)]
@@ -188,6 +201,32 @@ impl UsersApi {
         let viewer = auth.user().map(|u| u.id);
         let p = profiles::public(&state.ctx.db, &username.0, viewer).await?;
         Ok(Json(p.into()))
+    }
+
+    /// People whose username starts with `q` (case-insensitive, literal), at
+    /// most 10
+    #[oai(path = "/api/users/search", method = "get")]
+    async fn search(
+        &self,
+        _auth: UserAuth,
+        state: Data<&AppState>,
+        /// The username prefix, 2–50 characters
+        q: Query<Option<String>>,
+    ) -> ApiResult<Json<Vec<PersonOut>>> {
+        let q = profiles::validate_search(q.0.as_deref())?;
+        let rows = profiles::search(&state.ctx.db, q).await?;
+        Ok(Json(
+            rows.into_iter()
+                .map(|p| PersonOut {
+                    id: p.id.to_string(),
+                    username: p.username,
+                    first_name: p.first_name,
+                    last_name: p.last_name,
+                    avatar_url: p.avatar_url,
+                    level: p.level as i64,
+                })
+                .collect(),
+        ))
     }
 
     /// Set the display order of the user's badges
