@@ -65,6 +65,9 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
         ("POST /api/admin/submissions/{submission_id}/grade", ADMIN),
         ("POST /api/admin/worlds/{world_id}/edges", ADMIN),
         ("POST /api/admin/worlds/{world_id}/levels", ADMIN),
+        // --- admin tools: the audit log, clave grants
+        ("GET /api/admin/audit", ADMIN),
+        ("POST /api/admin/users/{user_id}/claves", ADMIN),
         // --- AI concierge: open to everyone (rate-limited per client)
         ("POST /api/ai/chat", PUBLIC),
         ("GET /api/ai/rate-limit", PUBLIC),
@@ -186,6 +189,7 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
         ("PATCH /api/users/me", USER),
         ("PUT /api/users/me/badges/reorder", USER),
         ("GET /api/users/public/{username}", PUBLIC),
+        ("GET /api/users/search", USER),
     ])
 }
 
@@ -348,6 +352,8 @@ fn fill_path(p: &str, f: &Fix, owner: &TestUser, username: &str) -> String {
 fn query(key: &str, f: &Fix) -> String {
     match key {
         "GET /api/community/search" => "?q=routine".into(),
+        "GET /api/users/search" => "?q=us".into(),
+        "GET /api/admin/audit" => "?action=course.update&limit=10".into(),
         "POST /api/mux/check-upload-status" => format!("?post_id={}", f.post),
         "POST /api/mux/upload-url" => format!("?post_id={}", f.post),
         "GET /api/auth/callback/google" => "?code=abc&state=forged".into(),
@@ -387,6 +393,7 @@ fn body(key: &str, f: &Fix, owner: &TestUser, n: &str) -> Option<Value> {
             json!({"from_level_id": f.level2, "to_level_id": f.level3})
         }
         "POST /api/admin/worlds/{world_id}/levels" => json!({"title": "Free level"}),
+        "POST /api/admin/users/{user_id}/claves" => json!({"amount": 5, "reason": "Helper"}),
         "POST /api/ai/chat" | "POST /api/ai_chat/chat" => {
             json!({"messages": [{"role": "user", "content": "Hola"}], "stream": false})
         }
