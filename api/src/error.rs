@@ -236,3 +236,172 @@ fn extract_between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let j = s[i..].find(end)? + i;
     Some(&s[i..j])
 }
+
+/// What replaces a secret in an error body.
+pub const REDACTED: &str = "[redacted]";
+
+/// True for a field named like a password or a token (`password`,
+/// `new_password`, `confirm_password`, `current_password`, `token`,
+/// `refresh_token`, `client_secret`, ...): its value never appears in an
+/// error body.
+pub fn is_secret_field(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.contains("password") || n.contains("secret") || n == "token" || n.ends_with("_token")
+}
+
+/// Removes secrets from an error `detail`, keeping FastAPI's shape:
+/// - in a validation list, the `input` of an entry whose `loc` names a secret
+///   field becomes `"[redacted]"`;
+/// - inside any `input` or `ctx` object (e.g. the whole body of a `missing`
+///   error), and in an object `detail`, the values of secret keys become
+///   `"[redacted]"`;
+/// - any other `msg`, `input` or `ctx` text that contains one of `known` (the
+///   request's own secret values, at least 4 characters long) has it
+///   replaced (a parser's message may quote the value).
+///
+/// Returns true when something changed.
+pub fn redact_detail(detail: &mut Value, known: &[String]) -> bool {
+    let known: Vec<&str> = known
+        .iter()
+        .map(String::as_str)
+        .filter(|s| s.chars().count() >= 4)
+        .collect();
+    let mut changed = false;
+    match detail {
+        Value::Array(items) => {
+            for item in items {
+                let Some(obj) = item.as_object_mut() else {
+                    continue;
+                };
+                let secret_loc = obj
+                    .get("loc")
+                    .and_then(Value::as_array)
+                    .is_some_and(|loc| loc.iter().filter_map(Value::as_str).any(is_secret_field));
+                // A `missing` error's input is the object that lacks the
+                // field: only its secret keys are hidden.
+                let missing = obj.get("type").and_then(Value::as_str) == Some("missing");
+                if let Some(input) = obj.get_mut("input") {
+                    if secret_loc && !missing {
+                        if input != &json!(REDACTED) && !input.is_null() {
+                            *input = json!(REDACTED);
+                            changed = true;
+                        }
+                    } else {
+                        changed |= redact_keys(input);
+                    }
+                }
+                if let Some(ctx) = obj.get_mut("ctx") {
+                    changed |= redact_keys(ctx);
+                }
+                for field in ["msg", "input", "ctx"] {
+                    if let Some(v) = obj.get_mut(field) {
+                        changed |= scrub(v, &known);
+                    }
+                }
+            }
+        }
+        Value::Object(_) => {
+            changed |= redact_keys(detail);
+            changed |= scrub(detail, &known);
+        }
+        _ => {}
+    }
+    changed
+}
+
+/// Replaces the values of secret keys, at any depth.
+fn redact_keys(v: &mut Value) -> bool {
+    let mut changed = false;
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if is_secret_field(k) {
+                    if !v.is_null() && v != &json!(REDACTED) {
+                        *v = json!(REDACTED);
+                        changed = true;
+                    }
+                } else {
+                    changed |= redact_keys(v);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for i in items {
+                changed |= redact_keys(i);
+            }
+        }
+        _ => {}
+    }
+    changed
+}
+
+/// Replaces every occurrence of a known secret value in the strings of `v`.
+fn scrub(v: &mut Value, known: &[&str]) -> bool {
+    if known.is_empty() {
+        return false;
+    }
+    match v {
+        Value::String(s) => {
+            let mut changed = false;
+            for k in known {
+                if s.contains(k) {
+                    *s = s.replace(k, REDACTED);
+                    changed = true;
+                }
+            }
+            changed
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |c, i| scrub(i, known) | c),
+        Value::Object(map) => map.values_mut().fold(false, |c, i| scrub(i, known) | c),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_inputs_are_redacted_and_the_shape_kept() {
+        let mut d = json!([
+            {"type": "value_error", "loc": ["body", "password"], "msg": "Value error, short", "input": "abc"},
+            {"type": "missing", "loc": ["body", "email"], "msg": "Field required",
+             "input": {"username": "u", "password": "p4ss", "nested": [{"refresh_token": "r"}]}},
+            {"type": "missing", "loc": ["body", "token"], "msg": "Field required", "input": {"new_password": "n"}},
+            {"type": "value_error", "loc": ["body"], "msg": "Expected a string, found [\"hunter22\"]", "input": 3},
+            {"type": "string_type", "loc": ["body", "username"], "msg": "m", "input": "kept"}
+        ]);
+        assert!(redact_detail(&mut d, &["hunter22".into(), "ab".into()]));
+        assert_eq!(
+            d,
+            json!([
+                {"type": "value_error", "loc": ["body", "password"], "msg": "Value error, short", "input": "[redacted]"},
+                {"type": "missing", "loc": ["body", "email"], "msg": "Field required",
+                 "input": {"username": "u", "password": "[redacted]", "nested": [{"refresh_token": "[redacted]"}]}},
+                {"type": "missing", "loc": ["body", "token"], "msg": "Field required", "input": {"new_password": "[redacted]"}},
+                {"type": "value_error", "loc": ["body"], "msg": "Expected a string, found [\"[redacted]\"]", "input": 3},
+                {"type": "string_type", "loc": ["body", "username"], "msg": "m", "input": "kept"}
+            ])
+        );
+        let mut plain = json!("Could not validate credentials");
+        assert!(!redact_detail(&mut plain, &["validate".into()]));
+    }
+
+    #[test]
+    fn secret_field_names() {
+        for n in [
+            "password",
+            "new_password",
+            "confirm_password",
+            "current_password",
+            "token",
+            "refresh_token",
+            "client_secret",
+        ] {
+            assert!(is_secret_field(n), "{n}");
+        }
+        for n in ["email", "username", "token_type", "body", "post_id"] {
+            assert!(!is_secret_field(n), "{n}");
+        }
+    }
+}

@@ -1,5 +1,8 @@
 //! CORS, security headers and request ids (API.md §1.6), applied to every
-//! response including errors.
+//! response including errors. Also where all input enters and every error
+//! leaves: NUL characters (query strings, form and JSON bodies) and duplicate
+//! JSON keys are refused here with a FastAPI 422, and every 4xx JSON body is
+//! stripped of passwords and tokens on its way out (issue 15).
 
 use mambo_core::Config;
 use poem::http::{HeaderValue, Method, StatusCode, header};
@@ -52,6 +55,8 @@ pub async fn edge<E: Endpoint>(
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
 
+    // Password and token values of this request, scrubbed from error bodies.
+    let mut secrets: Vec<String> = vec![];
     let mut resp = if is_preflight {
         if allowed {
             let mut r = Response::builder().status(StatusCode::OK).body("OK");
@@ -82,18 +87,13 @@ pub async fn edge<E: Endpoint>(
     } else {
         use tracing::Instrument;
         let raw = capture_json_body(&mut req).await;
+        let form = capture_form_body(&mut req).await;
+        secrets = request_secrets(&req, raw.as_deref(), form.as_deref());
         let (m, p) = (method.as_str().to_string(), path.clone());
-        let duplicate = raw.as_deref().and_then(duplicate_key);
+        let refused = refuse_input(&req, raw.as_deref(), form.as_deref());
         async {
-            if let Some(loc) = duplicate {
-                // Which value counts would be a guess: refuse the body.
-                let msg = format!("Duplicate key '{}'", loc.last().cloned().unwrap_or_default());
-                let mut l = vec![serde_json::json!("body")];
-                l.extend(loc.into_iter().map(serde_json::Value::String));
-                return crate::error::json_error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    serde_json::json!([{"type": "json_invalid", "loc": l, "msg": msg, "input": {}}]),
-                );
+            if let Some(detail) = refused {
+                return crate::error::json_error(StatusCode::UNPROCESSABLE_ENTITY, detail);
             }
             match ep.call(req).await {
                 Ok(r) => r.into_response(),
@@ -115,6 +115,12 @@ pub async fn edge<E: Endpoint>(
         .instrument(span.clone())
         .await
     };
+    // Every error body, whoever built it (typed handlers, core validation,
+    // `explain`, `catch_all`, the checks above), is written here: one place
+    // keeps passwords and tokens out of the 422 lists (issue 15).
+    if resp.status().is_client_error() {
+        resp = redact_error_body(resp, &secrets).await;
+    }
 
     let h = resp.headers_mut();
     if allowed {
@@ -263,13 +269,108 @@ async fn capture_json_body(req: &mut Request) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
-/// The path of the first object key that appears twice in a JSON body, if
-/// any. A body that is not valid JSON is left to the normal parser.
-fn duplicate_key(body: &[u8]) -> Option<Vec<String>> {
+/// Keeps a copy of a form-encoded body, so NUL characters in it can be refused
+/// before any handler sees it.
+async fn capture_form_body(req: &mut Request) -> Option<Vec<u8>> {
+    if !matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
+        return None;
+    }
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| {
+            c.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return None;
+    }
+    let bytes = req.take_body().into_vec().await.ok()?;
+    req.set_body(bytes.clone());
+    Some(bytes)
+}
+
+const NUL_MSG: &str = "Value error, String should not contain NUL characters";
+
+/// A copy of `s` that can be shown: NUL characters become U+FFFD.
+fn shown(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
+}
+
+fn nul_error(loc: Vec<serde_json::Value>, input: &str) -> serde_json::Value {
+    serde_json::json!({"type": "value_error", "loc": loc, "msg": NUL_MSG, "input": shown(input)})
+}
+
+/// NUL characters in `name=value` pairs (a query string or a form body): one
+/// error per pair, located at `[place, name]`.
+fn nul_pairs(place: &str, encoded: &[u8], errors: &mut Vec<serde_json::Value>) {
+    for (k, v) in url::form_urlencoded::parse(encoded) {
+        if k.contains('\0') || v.contains('\0') {
+            errors.push(nul_error(
+                vec![serde_json::json!(place), serde_json::json!(shown(&k))],
+                &v,
+            ));
+        }
+    }
+}
+
+/// The 422 `detail` for input refused before routing, whatever the route:
+/// NUL characters in the query string, a form body or a JSON string
+/// (PostgreSQL text cannot hold them), and duplicate JSON keys.
+fn refuse_input(
+    req: &Request,
+    json_body: Option<&[u8]>,
+    form_body: Option<&[u8]>,
+) -> Option<serde_json::Value> {
+    use serde_json::{Value, json};
+    let mut errors = vec![];
+    if let Some(q) = req.uri().query() {
+        nul_pairs("query", q.as_bytes(), &mut errors);
+    }
+    if let Some(form) = form_body {
+        nul_pairs("body", form, &mut errors);
+    }
+    match json_body.and_then(scan_json) {
+        Some(Finding::Duplicate(loc)) => {
+            // Which value counts would be a guess: refuse the body.
+            let msg = format!(
+                "Duplicate key '{}'",
+                loc.last().cloned().unwrap_or_default()
+            );
+            let mut l = vec![json!("body")];
+            l.extend(loc.into_iter().map(Value::String));
+            errors.push(json!({"type": "json_invalid", "loc": l, "msg": msg, "input": {}}));
+        }
+        Some(Finding::Nul(loc, input)) => {
+            let mut l = vec![json!("body")];
+            l.extend(loc.iter().map(|k| json!(shown(k))));
+            errors.push(nul_error(l, &input));
+        }
+        None => {}
+    }
+    (!errors.is_empty()).then_some(Value::Array(errors))
+}
+
+/// What [`scan_json`] refuses in a JSON body.
+#[derive(Debug, PartialEq)]
+enum Finding {
+    /// The path of an object key that appears twice.
+    Duplicate(Vec<String>),
+    /// The path of a string (or key) holding a NUL character, and that string.
+    Nul(Vec<String>, String),
+}
+
+/// The first duplicate object key or NUL character in a JSON body, if any. A
+/// body that is not valid JSON is left to the normal parser.
+fn scan_json(body: &[u8]) -> Option<Finding> {
     use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
     use std::fmt;
 
-    struct Walk<'a>(&'a mut Vec<String>, &'a mut Option<Vec<String>>);
+    struct Walk<'a>(&'a mut Vec<String>, &'a mut Option<Finding>);
 
     impl<'de> DeserializeSeed<'de> for Walk<'_> {
         type Value = ();
@@ -295,7 +396,10 @@ fn duplicate_key(body: &[u8]) -> Option<Vec<String>> {
         fn visit_f64<E>(self, _: f64) -> Result<(), E> {
             Ok(())
         }
-        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        fn visit_str<E>(self, s: &str) -> Result<(), E> {
+            if s.contains('\0') && self.1.is_none() {
+                *self.1 = Some(Finding::Nul(self.0.clone(), s.to_string()));
+            }
             Ok(())
         }
         fn visit_unit<E>(self) -> Result<(), E> {
@@ -317,8 +421,12 @@ fn duplicate_key(body: &[u8]) -> Option<Vec<String>> {
             let mut seen = std::collections::HashSet::new();
             while let Some(k) = map.next_key::<String>()? {
                 self.0.push(k.clone());
-                if !seen.insert(k) && self.1.is_none() {
-                    *self.1 = Some(self.0.clone());
+                if self.1.is_none() {
+                    if k.contains('\0') {
+                        *self.1 = Some(Finding::Nul(self.0.clone(), k.clone()));
+                    } else if !seen.insert(k) {
+                        *self.1 = Some(Finding::Duplicate(self.0.clone()));
+                    }
                 }
                 map.next_value_seed(Walk(self.0, self.1))?;
                 self.0.pop();
@@ -332,4 +440,108 @@ fn duplicate_key(body: &[u8]) -> Option<Vec<String>> {
     let mut de = serde_json::Deserializer::from_slice(body);
     Walk(&mut path, &mut found).deserialize(&mut de).ok()?;
     found
+}
+
+/// The values of the request's password and token fields (JSON body, form
+/// body, query string), so an error body can be scrubbed of them.
+fn request_secrets(
+    req: &Request,
+    json_body: Option<&[u8]>,
+    form_body: Option<&[u8]>,
+) -> Vec<String> {
+    use crate::error::is_secret_field;
+    let mut out = vec![];
+    // Every string under a secret key (a password sent as `["..."]` too).
+    fn walk(v: &serde_json::Value, secret: bool, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => m
+                .iter()
+                .for_each(|(k, v)| walk(v, secret || is_secret_field(k), out)),
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, secret, out)),
+            serde_json::Value::String(s) if secret => out.push(s.clone()),
+            _ => {}
+        }
+    }
+    if let Some(v) = json_body.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok()) {
+        walk(&v, false, &mut out);
+    }
+    let query = req.uri().query().unwrap_or_default().as_bytes();
+    let pairs = url::form_urlencoded::parse(query)
+        .chain(url::form_urlencoded::parse(form_body.unwrap_or_default()));
+    out.extend(
+        pairs
+            .filter(|(k, _)| is_secret_field(k))
+            .map(|(_, v)| v.into_owned()),
+    );
+    out
+}
+
+/// Rewrites a JSON error body with [`crate::error::redact_detail`]; any other
+/// body is left as it is.
+async fn redact_error_body(mut resp: Response, secrets: &[String]) -> Response {
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.contains("json"));
+    if !is_json {
+        return resp;
+    }
+    let Ok(bytes) = resp.take_body().into_vec().await else {
+        return resp;
+    };
+    let mut value: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(_) => {
+            resp.set_body(bytes);
+            return resp;
+        }
+    };
+    let changed = value
+        .get_mut("detail")
+        .is_some_and(|d| crate::error::redact_detail(d, secrets));
+    if changed {
+        resp.headers_mut().remove(header::CONTENT_LENGTH);
+        resp.set_body(serde_json::to_vec(&value).unwrap_or(bytes));
+    } else {
+        resp.set_body(bytes);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_scan_finds_duplicates_and_nul_characters_in_order() {
+        let s = |b: &str| scan_json(b.as_bytes());
+        assert_eq!(s(r#"{"a":1,"b":["x","y"]}"#), None);
+        assert_eq!(
+            s(r#"{"a":1,"a":2}"#),
+            Some(Finding::Duplicate(vec!["a".into()]))
+        );
+        assert_eq!(
+            s(r#"{"a":{"b":["ok","n\u0000l"]},"a":2}"#),
+            Some(Finding::Nul(
+                vec!["a".into(), "b".into(), "1".into()],
+                "n\0l".into()
+            ))
+        );
+        assert_eq!(
+            s(r#"{"k\u0000":1}"#),
+            Some(Finding::Nul(vec!["k\0".into()], "k\0".into()))
+        );
+        assert_eq!(s("{not json"), None);
+    }
+
+    #[test]
+    fn nul_in_pairs_is_located_and_not_echoed() {
+        let mut e = vec![];
+        nul_pairs("query", b"q=a%00b&ok=1&x%00=2", &mut e);
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0]["loc"], serde_json::json!(["query", "q"]));
+        assert_eq!(e[0]["input"], "a\u{FFFD}b");
+        assert_eq!(e[1]["loc"], serde_json::json!(["query", "x\u{FFFD}"]));
+    }
 }

@@ -756,6 +756,73 @@ fn cases(f: &Fix) -> Vec<Case> {
         Body::Json(json!({"from_level_id": f.level, "to_level_id": f.level})),
     ));
 
+    // --- NUL bytes (issue 15): refused at the edge in every form body, query
+    // string and JSON string, never a PostgreSQL error (500).
+    for (name, form) in [
+        (
+            "form login NUL username",
+            &b"username=%00abc&password=x"[..],
+        ),
+        (
+            "form login NUL password",
+            &b"username=student%40example.com&password=x%00y"[..],
+        ),
+        (
+            "form login NUL key",
+            &b"username=a%40b.co&password=x&sc%00pe=y"[..],
+        ),
+    ] {
+        out.push(case(
+            name,
+            "POST",
+            "/api/auth/token",
+            None,
+            Body::Raw("application/x-www-form-urlencoded", form.to_vec()),
+        ));
+    }
+    out.push(case(
+        "json login NUL password",
+        "POST",
+        "/api/auth/token",
+        None,
+        Body::Json(json!({"email": f.student.email, "password": "Passw0rd123\u{0}"})),
+    ));
+    out.push(case(
+        "json register NUL first_name",
+        "POST",
+        "/api/auth/register",
+        None,
+        Body::Json(
+            json!({"email": "nulname@example.com", "username": "nulname",
+            "password": "Passw0rd123", "confirm_password": "Passw0rd123",
+            "first_name": "A\u{0}B", "last_name": "B"}),
+        ),
+    ));
+    out.push(case(
+        "json NUL in a key",
+        "POST",
+        "/api/community/posts",
+        s,
+        Body::Json(with(post_body(), "ti\u{0}tle", json!("x"))),
+    ));
+    for (path, who) in [
+        ("/api/community/search?q=%00", s),
+        ("/api/community/search?q=ab%00cd&limit=5", s),
+        ("/api/community/feed?tag=%00", s),
+        ("/api/admin/students?search=%00", a),
+        ("/api/users/leaderboard?x%00=1", s),
+        ("/api/courses/worlds?q=%00", None),
+        ("/api/auth/google/callback?code=%00&state=x", None),
+    ] {
+        out.push(case(
+            &format!("query NUL {path}"),
+            "GET",
+            path,
+            who,
+            Body::None,
+        ));
+    }
+
     // --- duplicate keys: ambiguous, refused
     out.push(case("duplicate post_type", "POST", "/api/community/posts", s, Body::Raw("application/json",
         br#"{"post_type":"lab","post_type":"stage","title":"Dup keys","body":"b","tags":["mambo"]}"#.to_vec())));
@@ -808,7 +875,20 @@ fn urlencode(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_get_a_4xx_detail_and_write_nothing() {
-    let app = TestApp::spawn_api_only().await;
+    // Stripe is configured (to an address nothing listens on, never reached)
+    // so the price cases meet the price check: unconfigured Stripe is a 503
+    // before any check of the body.
+    let app = TestApp::spawn_with(mambo_tests::Options {
+        worker: false,
+        vars: [
+            ("STRIPE_SECRET_KEY", "sk_test_hostile"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_hostile"),
+            ("STRIPE_BASE_URL", "http://127.0.0.1:9"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into(),
+    })
+    .await;
     let f = setup(&app).await;
     let before = counts(&app).await;
     let cases = cases(&f);
@@ -840,6 +920,69 @@ async fn hostile_requests_get_a_4xx_detail_and_write_nothing() {
         "hostile input: {} refused requests, nothing written",
         cases.len()
     );
+}
+
+/// NUL bytes are refused at the edge with a FastAPI 422 naming the field, for
+/// form bodies, query strings and JSON alike, and the NUL is not echoed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_bytes_are_a_422_naming_the_field() {
+    let app = TestApp::spawn_api_only().await;
+    let f = setup(&app).await;
+    let form = |body: &'static str| {
+        app.post("/api/auth/token")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+    };
+    let cases = [
+        (
+            form("username=%00abc&password=x"),
+            json!(["body", "username"]),
+        ),
+        (
+            form("username=a%40b.co&password=x%00"),
+            json!(["body", "password"]),
+        ),
+        (
+            app.get("/api/community/search?q=%00")
+                .header("Authorization", f.student.bearer()),
+            json!(["query", "q"]),
+        ),
+        (
+            app.get("/api/admin/students?search=ab%00")
+                .header("Authorization", f.admin.bearer()),
+            json!(["query", "search"]),
+        ),
+        (
+            app.post("/api/auth/token")
+                .json(&json!({"email": "a\u{0}@b.co", "password": "x"})),
+            json!(["body", "email"]),
+        ),
+        (
+            app.post("/api/community/posts")
+                .header("Authorization", f.student.bearer())
+                .json(&with(post_body(), "tags", json!(["ok", "n\u{0}l"]))),
+            json!(["body", "tags", "1"]),
+        ),
+    ];
+    for (req, loc) in cases {
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{loc}: {text}");
+        assert!(!text.contains("\\u0000"), "{loc}: NUL echoed: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let e = &v["detail"][0];
+        assert_eq!(e["loc"], loc, "{text}");
+        assert_eq!(e["type"], "value_error", "{text}");
+        assert_eq!(
+            e["msg"], "Value error, String should not contain NUL characters",
+            "{text}"
+        );
+        assert!(e.get("input").is_some(), "{text}");
+        if loc[1] == "password" {
+            assert_eq!(e["input"], "[redacted]", "{text}");
+        }
+    }
 }
 
 /// Reads with wildcards and metacharacters match literally (or not at all),

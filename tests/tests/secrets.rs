@@ -492,3 +492,185 @@ async fn every_response_has_security_and_cors_headers_and_production_cookies_are
     assert!(r.headers().get("access-control-allow-origin").is_none());
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
 }
+
+/// A 422 keeps FastAPI's shape but never repeats a password or a token
+/// (issue 15): the `input` of such a field is `"[redacted]"`, and so is every
+/// such key inside an `input` that is a whole body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_errors_do_not_echo_passwords_or_tokens() {
+    let app = TestApp::spawn_api_only().await;
+    let user = app.student().await;
+    let register = |pw: Value, confirm: Value| {
+        json!({"email": "redact@example.com", "username": "redactme", "password": pw,
+            "confirm_password": confirm, "first_name": "A", "last_name": "B"})
+    };
+    // (what, request, the secrets it carries, the `loc` whose input is redacted)
+    let cases: Vec<(&str, reqwest::RequestBuilder, Vec<&str>, Value)> = vec![
+        (
+            "register, short password and mismatched confirm",
+            app.post("/api/auth/register")
+                .json(&register(json!("Sh0rtZ"), json!("Other-Confirm-7"))),
+            vec!["Sh0rtZ", "Other-Confirm-7"],
+            json!(["body", "password"]),
+        ),
+        (
+            "register, passwords do not match (input is the body)",
+            app.post("/api/auth/register").json(&register(
+                json!("Mambo-Secret-111"),
+                json!("Mambo-Secret-222"),
+            )),
+            vec!["Mambo-Secret-111", "Mambo-Secret-222"],
+            json!(["body"]),
+        ),
+        (
+            "register, password of the wrong type",
+            app.post("/api/auth/register").json(&register(
+                json!({"p": "Object-Secret-33"}),
+                json!(["Array-Secret-44"]),
+            )),
+            vec!["Object-Secret-33", "Array-Secret-44"],
+            json!(["body", "password"]),
+        ),
+        (
+            "register, email missing (input is the body)",
+            app.post("/api/auth/register")
+                .json(&json!({"username": "redactme2",
+                "password": "Missing-Email-55", "confirm_password": "Missing-Email-55",
+                "first_name": "A", "last_name": "B"})),
+            vec!["Missing-Email-55"],
+            json!(["body", "email"]),
+        ),
+        (
+            "reset, short new password",
+            app.post("/api/auth/reset-password").json(&json!({
+                "token": "reset-TOKEN-abc123", "new_password": "tiny1",
+                "confirm_password": "tiny1"})),
+            vec!["reset-TOKEN-abc123", "tiny1"],
+            json!(["body", "new_password"]),
+        ),
+        (
+            "reset, mismatched confirm (input is the body)",
+            app.post("/api/auth/reset-password").json(&json!({
+                "token": "reset-TOKEN-def456", "new_password": "Reset-Secret-666",
+                "confirm_password": "Reset-Secret-777"})),
+            vec!["reset-TOKEN-def456", "Reset-Secret-666", "Reset-Secret-777"],
+            json!(["body"]),
+        ),
+        (
+            "reset, token of the wrong type",
+            app.post("/api/auth/reset-password").json(&json!({
+                "token": ["reset-TOKEN-ghi789"], "new_password": "Reset-Secret-888",
+                "confirm_password": "Reset-Secret-888"})),
+            vec!["reset-TOKEN-ghi789"],
+            json!(["body", "token"]),
+        ),
+        (
+            "reset, new password missing (input is the body)",
+            app.post("/api/auth/reset-password").json(&json!({
+                "token": "reset-TOKEN-jkl012", "confirm_password": "Reset-Secret-999"})),
+            vec!["reset-TOKEN-jkl012", "Reset-Secret-999"],
+            json!(["body", "new_password"]),
+        ),
+        (
+            "login, password of the wrong type",
+            app.post("/api/auth/token")
+                .json(&json!({"email": user.email, "password": ["Login-Secret-101"]})),
+            vec!["Login-Secret-101"],
+            json!(["body", "password"]),
+        ),
+        (
+            "login, a number as password",
+            app.post("/api/auth/token")
+                .json(&json!({"email": user.email, "password": 987654321})),
+            vec!["987654321"],
+            json!(["body", "password"]),
+        ),
+        (
+            "login, bad email next to a password",
+            app.post("/api/auth/token").json(
+                &json!({"email": "not-an-email", "password": "Login-Secret-202",
+                    "refresh_token": "Refresh-Secret-303"}),
+            ),
+            vec!["Login-Secret-202", "Refresh-Secret-303"],
+            json!(["body", "email"]),
+        ),
+        (
+            "login, NUL in the password",
+            app.post("/api/auth/token")
+                .json(&json!({"email": user.email, "password": "Nul-Secret-404\u{0}"})),
+            vec!["Nul-Secret-404"],
+            json!(["body", "password"]),
+        ),
+        (
+            "form login, NUL in the password",
+            app.post("/api/auth/token")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("username=a%40b.co&password=Form-Secret-505%00"),
+            vec!["Form-Secret-505"],
+            json!(["body", "password"]),
+        ),
+    ];
+    for (what, req, secrets, loc) in cases {
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {text}");
+        for s in &secrets {
+            assert!(!text.contains(s), "{what}: {s:?} echoed in {text}");
+        }
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let errors = v["detail"].as_array().expect("a FastAPI list");
+        let e = errors
+            .iter()
+            .find(|e| e["loc"] == loc)
+            .unwrap_or_else(|| panic!("{what}: no error at {loc}: {text}"));
+        for key in ["type", "loc", "msg", "input"] {
+            assert!(e.get(key).is_some(), "{what}: {key} kept: {text}");
+        }
+        let input = &e["input"];
+        if input.is_object() {
+            // The whole body: secret keys redacted, the rest kept.
+            let obj = input.as_object().unwrap();
+            if let Some(email) = obj.get("email") {
+                assert_ne!(email, "[redacted]", "{what}: other fields kept: {text}");
+            }
+            for (k, val) in obj {
+                if k.contains("password") || k.contains("token") {
+                    assert_eq!(val, "[redacted]", "{what}: {k}: {text}");
+                }
+            }
+        } else if loc[1]
+            .as_str()
+            .is_some_and(|f| f.contains("password") || f.contains("token"))
+        {
+            assert_eq!(input, "[redacted]", "{what}: {text}");
+        } else {
+            assert_ne!(input, "[redacted]", "{what}: only secrets: {text}");
+        }
+    }
+    // A reset token that does not verify is not repeated either.
+    let resp = app
+        .post("/api/auth/reset-password")
+        .json(
+            &json!({"token": "reset-TOKEN-bad-mno345", "new_password": "Reset-Secret-121",
+            "confirm_password": "Reset-Secret-121"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert!(status.is_client_error(), "{status} {text}");
+    assert!(!text.contains("reset-TOKEN-bad-mno345") && !text.contains("Reset-Secret-121"));
+    // Other fields still show their input: the shape is FastAPI's.
+    let (s, v) = json(
+        app.post("/api/auth/token")
+            .json(&json!({"email": "not-an-email", "password": "x"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(v["detail"][0]["input"], "not-an-email", "{v}");
+}
