@@ -130,6 +130,15 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
             "POST /api/community/posts/{post_id}/replies/{reply_id}/accept",
             OWNER_ONLY,
         ),
+        // The fixture's reply is the other student's: its author or an admin.
+        (
+            "PUT /api/community/posts/{post_id}/replies/{reply_id}",
+            ["401", "403", "2xx", "2xx"],
+        ),
+        (
+            "DELETE /api/community/posts/{post_id}/replies/{reply_id}",
+            ["401", "403", "2xx", "2xx"],
+        ),
         ("GET /api/community/search", USER),
         ("GET /api/community/stats", PUBLIC),
         ("GET /api/community/tags", PUBLIC),
@@ -416,6 +425,7 @@ fn body(key: &str, f: &Fix, owner: &TestUser, n: &str) -> Option<Value> {
         "PUT /api/community/posts/{post_id}" => json!({"title": "Renamed routine"}),
         "POST /api/community/posts/{post_id}/react" => json!({"reaction_type": "fire"}),
         "POST /api/community/posts/{post_id}/replies" => json!({"content": "Me too"}),
+        "PUT /api/community/posts/{post_id}/replies/{reply_id}" => json!({"content": "Edited"}),
         "POST /api/payments/create-checkout-session" => json!({
             "price_id": "price_perf", "success_url": "http://localhost:3000/ok",
             "cancel_url": "http://localhost:3000/no"

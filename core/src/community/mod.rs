@@ -27,7 +27,7 @@ pub use posts::{
     NewPost, PostUpdate, create_post, delete_post, ensure_post_author, post_detail, update_post,
 };
 pub use reactions::{react, unreact, validate_reaction_type};
-pub use replies::{NewReply, accept, reply};
+pub use replies::{NewReply, accept, delete_reply, ensure_reply_editor, reply, update_reply};
 pub use search::{escape_like, search};
 pub use slots::{
     SLOTS_USED_SQL, SlotStatus, slot_status, slot_status_conn, slot_status_for, slots_used,
@@ -95,6 +95,10 @@ pub struct ReplyItem {
     pub mux_playback_id: Option<String>,
     pub is_accepted_answer: bool,
     pub created_at: DateTime<Utc>,
+    /// The top-level reply this one answers (N4.1); `None` for a top-level reply.
+    pub parent_reply_id: Option<Uuid>,
+    /// A deleted reply that keeps its place for its children (`[deleted]`).
+    pub is_deleted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -1,6 +1,6 @@
 //! Posts: create, edit, delete, and the detail page.
 
-use super::replies::{ReplyRow, reply_select};
+use super::replies::thread;
 use super::rows::load_post;
 use super::slots::slot_status_conn;
 use super::tags::{bump_tags, check_tags, dedup_tags};
@@ -99,25 +99,14 @@ impl PostUpdate {
     }
 }
 
-/// A post with its replies (accepted first, then oldest first): two queries.
+/// A post with its replies (N4.1 order, see [`thread`]): two queries.
 pub async fn post_detail(db: &PgPool, viewer: Uuid, post_id: Uuid) -> Result<Option<PostDetail>> {
     let mut conn = db.acquire().await?;
     let Some(post) = load_post(&mut conn, viewer, post_id).await? else {
         return Ok(None);
     };
-    let sql = format!(
-        "{} WHERE rp.post_id = $1
-         ORDER BY rp.is_accepted_answer DESC, rp.created_at ASC, rp.id ASC",
-        reply_select()
-    );
-    let replies: Vec<ReplyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(post_id)
-        .fetch_all(&mut *conn)
-        .await?;
-    Ok(Some(PostDetail {
-        post,
-        replies: replies.into_iter().map(ReplyRow::into_item).collect(),
-    }))
+    let replies = thread(&mut conn, post_id).await?;
+    Ok(Some(PostDetail { post, replies }))
 }
 
 /// Creates a post, in the order of §4.9. Schema validation is the caller's

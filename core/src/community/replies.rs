@@ -6,9 +6,9 @@ use super::validation::Validation;
 use super::write::{badge_check, fail, insufficient, lock_post, lock_profiles, post_not_found};
 use super::{Done, PostUser, ReplyItem, ReplyWritten};
 use crate::economy::{self, Amounts, PRO_SQL, reason};
-use crate::jobs;
+use crate::jobs::{self, MuxSyncAction, MuxSyncJob};
 use crate::notifications;
-use crate::{Context, Result};
+use crate::{Context, Error, Result};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -19,6 +19,9 @@ pub struct NewReply {
     pub content: String,
     pub mux_asset_id: Option<String>,
     pub mux_playback_id: Option<String>,
+    /// The reply this one answers (N4.1). A reply to a nested reply is
+    /// attached to that reply's top-level parent.
+    pub parent_reply_id: Option<Uuid>,
 }
 
 impl NewReply {
@@ -39,6 +42,8 @@ pub(super) struct ReplyRow {
     pub(super) mux_playback_id: Option<String>,
     pub(super) is_accepted_answer: bool,
     pub(super) created_at: DateTime<Utc>,
+    pub(super) parent_reply_id: Option<Uuid>,
+    pub(super) is_deleted: bool,
     pub(super) first_name: String,
     pub(super) last_name: String,
     pub(super) avatar_url: Option<String>,
@@ -62,12 +67,14 @@ impl ReplyRow {
             mux_playback_id: self.mux_playback_id,
             is_accepted_answer: self.is_accepted_answer,
             created_at: self.created_at,
+            parent_reply_id: self.parent_reply_id,
+            is_deleted: self.is_deleted,
         }
     }
 }
 
 pub(super) const REPLY_SELECT: &str = "SELECT rp.id, rp.user_id, rp.content, rp.mux_playback_id,
-        rp.is_accepted_answer, rp.created_at,
+        rp.is_accepted_answer, rp.created_at, rp.parent_reply_id, rp.is_deleted,
         COALESCE(pr.first_name, 'Unknown') AS first_name,
         COALESCE(pr.last_name, 'User') AS last_name,
         pr.avatar_url, COALESCE(pr.level, 1) AS level,
@@ -108,6 +115,12 @@ pub async fn reply(
     if post.feedback_type == "hype" {
         return Err(fail(400, "Comments are disabled on this post (Hype mode)"));
     }
+    // N4.1: the parent must be a live reply of this post; a reply to a nested
+    // reply goes under the same top-level reply (two levels).
+    let parent = match input.parent_reply_id {
+        Some(id) => Some(parent_of(&mut tx, post_id, id).await?),
+        None => None,
+    };
     lock_profiles(&mut tx, &[user_id]).await?;
     if input.mux_asset_id.is_some() {
         let status = slot_status_conn(&mut tx, &amounts, user_id).await?;
@@ -124,8 +137,9 @@ pub async fn reply(
         ));
     }
     let reply_id: Uuid = sqlx::query_scalar(
-        "INSERT INTO post_replies (post_id, user_id, content, mux_asset_id, mux_playback_id, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        "INSERT INTO post_replies (post_id, user_id, content, mux_asset_id, mux_playback_id,
+                                   created_at, parent_reply_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
     .bind(post_id)
     .bind(user_id)
@@ -133,6 +147,7 @@ pub async fn reply(
     .bind(&input.mux_asset_id)
     .bind(&input.mux_playback_id)
     .bind(ctx.clock.now())
+    .bind(parent.as_ref().map(|p| p.top))
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query("UPDATE posts SET reply_count = reply_count + 1 WHERE id = $1")
@@ -140,14 +155,32 @@ pub async fn reply(
         .execute(&mut *tx)
         .await?;
     badge_check(&mut tx, user_id, "comments_posted").await?;
+    // The post's owner, and the author of the reply answered: once each
+    // (`notify` skips the actor; an owner answered on their own comment hears
+    // it once, as the owner).
+    let mut recipients = vec![(post.user_id, false)];
+    if let Some(p) = &parent
+        && p.author != post.user_id
+    {
+        recipients.push((p.author, true));
+    }
     let mut pending = notifications::Pending::default();
-    notifications::notify(
-        &mut tx,
-        ctx.clock.now(),
-        &notifications::New::reply(post.user_id, user_id, post_id, reply_id, &post.title, false),
-        &mut pending,
-    )
-    .await?;
+    for (recipient, on_comment) in recipients {
+        notifications::notify(
+            &mut tx,
+            ctx.clock.now(),
+            &notifications::New::reply(
+                recipient,
+                user_id,
+                post_id,
+                reply_id,
+                &post.title,
+                on_comment,
+            ),
+            &mut pending,
+        )
+        .await?;
+    }
     let reply = load_reply(&mut tx, reply_id).await?;
     tx.commit().await?;
     jobs::wake_relay(ctx);
@@ -182,19 +215,24 @@ pub async fn accept(
     if post.post_type != "lab" {
         return Err(fail(400, "Solutions are only for Lab questions"));
     }
-    let reply: Option<(Uuid, bool)> = match reply_id {
-        Some(rid) => sqlx::query_as(
-            "SELECT user_id, is_accepted_answer FROM post_replies WHERE id = $1 AND post_id = $2",
-        )
-        .bind(rid)
-        .bind(post_id)
-        .fetch_optional(&mut *tx)
-        .await?,
-        None => None,
+    let reply: Option<(Uuid, bool, bool)> =
+        match reply_id {
+            Some(rid) => sqlx::query_as(
+                "SELECT user_id, is_accepted_answer, parent_reply_id IS NOT NULL FROM post_replies
+             WHERE id = $1 AND post_id = $2 AND NOT is_deleted",
+            )
+            .bind(rid)
+            .bind(post_id)
+            .fetch_optional(&mut *tx)
+            .await?,
+            None => None,
+        };
+    let (Some(reply_id), Some((helper, already, nested))) = (reply_id, reply) else {
+        return Err(reply_not_found());
     };
-    let (Some(reply_id), Some((helper, already))) = (reply_id, reply) else {
-        return Err(fail(404, "Reply not found"));
-    };
+    if nested {
+        return Err(fail(400, "Only top-level replies can be accepted"));
+    }
     if helper == user_id {
         return Err(fail(400, "You can't accept your own answer"));
     }
@@ -251,3 +289,244 @@ pub async fn accept(
 
 // ---------------------------------------------------------------------------
 // Tags and stats
+
+// ---------------------------------------------------------------------------
+// Threads (N4.1): the order, the parent rule, edit and delete
+// ---------------------------------------------------------------------------
+
+/// The replies of a post: each top-level reply (the accepted answer first,
+/// then by `created_at`) followed by its children (by `created_at`). One query.
+pub(super) async fn thread(conn: &mut PgConnection, post_id: Uuid) -> Result<Vec<ReplyItem>> {
+    let sql = format!(
+        "{} JOIN post_replies top ON top.id = COALESCE(rp.parent_reply_id, rp.id)
+         WHERE rp.post_id = $1
+         ORDER BY top.is_accepted_answer DESC, top.created_at, top.id,
+                  rp.parent_reply_id IS NOT NULL, rp.created_at, rp.id",
+        reply_select()
+    );
+    let rows: Vec<ReplyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(post_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows.into_iter().map(ReplyRow::into_item).collect())
+}
+
+pub(super) fn reply_not_found() -> Error {
+    fail(404, "Reply not found")
+}
+
+/// The parent a new reply attaches to.
+struct Parent {
+    /// The top-level reply the new one goes under.
+    top: Uuid,
+    /// The author of the reply answered (notified).
+    author: Uuid,
+}
+
+/// `parent_id` must be a live reply of `post_id` (else 400 `Invalid parent
+/// reply`); a nested parent resolves to its own top-level parent. The caller
+/// holds the post's lock, so the parent cannot go meanwhile.
+async fn parent_of(conn: &mut PgConnection, post_id: Uuid, parent_id: Uuid) -> Result<Parent> {
+    let row: Option<(Uuid, Option<Uuid>, Uuid, bool)> = sqlx::query_as(
+        "SELECT post_id, parent_reply_id, user_id, is_deleted FROM post_replies WHERE id = $1",
+    )
+    .bind(parent_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some((post, grand, author, false)) if post == post_id => Ok(Parent {
+            top: grand.unwrap_or(parent_id),
+            author,
+        }),
+        _ => Err(fail(400, "Invalid parent reply")),
+    }
+}
+
+/// A reply as its write paths see it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(super) struct LockedReply {
+    pub(super) id: Uuid,
+    pub(super) user_id: Uuid,
+    pub(super) parent_reply_id: Option<Uuid>,
+    pub(super) is_accepted_answer: bool,
+    pub(super) mux_asset_id: Option<String>,
+}
+
+/// The live reply `reply_id` of `post_id`, locked (the caller holds the
+/// post's lock), or 404 `Reply not found`.
+pub(super) async fn lock_reply(
+    conn: &mut PgConnection,
+    post_id: Uuid,
+    reply_id: Option<Uuid>,
+) -> Result<LockedReply> {
+    let Some(reply_id) = reply_id else {
+        return Err(reply_not_found());
+    };
+    let row: Option<LockedReply> = sqlx::query_as(
+        "SELECT id, user_id, parent_reply_id, is_accepted_answer, mux_asset_id::text
+         FROM post_replies WHERE id = $1 AND post_id = $2 AND NOT is_deleted FOR UPDATE",
+    )
+    .bind(reply_id)
+    .bind(post_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.ok_or_else(reply_not_found)
+}
+
+fn not_authorized() -> Error {
+    fail(403, "Not authorized")
+}
+
+/// Who may edit or delete a reply: its author or an admin. 404 `Post not
+/// found` / `Reply not found`, 403 `Not authorized`. The edit route asks this
+/// before it reads the body; the writes ask again under the row locks.
+pub async fn ensure_reply_editor(
+    ctx: &Context,
+    user_id: Uuid,
+    is_admin: bool,
+    post_id: Uuid,
+    reply_id: Option<Uuid>,
+) -> Result<()> {
+    let mut conn = ctx.db.acquire().await?;
+    let post: Option<Uuid> = sqlx::query_scalar("SELECT id FROM posts WHERE id = $1")
+        .bind(post_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    post.ok_or_else(post_not_found)?;
+    let Some(reply_id) = reply_id else {
+        return Err(reply_not_found());
+    };
+    let author: Option<Uuid> = sqlx::query_scalar(
+        "SELECT user_id FROM post_replies WHERE id = $1 AND post_id = $2 AND NOT is_deleted",
+    )
+    .bind(reply_id)
+    .bind(post_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match author {
+        None => Err(reply_not_found()),
+        Some(a) if a != user_id && !is_admin => Err(not_authorized()),
+        Some(_) => Ok(()),
+    }
+}
+
+/// `PUT /posts/{post_id}/replies/{reply_id}` `{content}`: the author or an
+/// admin edits the text (1 to 2000 characters).
+pub async fn update_reply(
+    ctx: &Context,
+    user_id: Uuid,
+    is_admin: bool,
+    post_id: Uuid,
+    reply_id: Option<Uuid>,
+    content: String,
+) -> Result<ReplyItem> {
+    let mut tx = ctx.db.begin().await?;
+    lock_post(&mut tx, post_id)
+        .await?
+        .ok_or_else(post_not_found)?;
+    let reply = lock_reply(&mut tx, post_id, reply_id).await?;
+    if reply.user_id != user_id && !is_admin {
+        return Err(not_authorized());
+    }
+    let mut v = Validation::new();
+    v.string_len(&["body", "content"], &content, 1, 2000);
+    v.finish()?;
+    sqlx::query("UPDATE post_replies SET content = $2 WHERE id = $1")
+        .bind(reply.id)
+        .bind(&content)
+        .execute(&mut *tx)
+        .await?;
+    let item = load_reply(&mut tx, reply.id).await?;
+    tx.commit().await?;
+    Ok(item)
+}
+
+/// `DELETE /posts/{post_id}/replies/{reply_id}` (the author or an admin).
+/// An accepted answer stays (400). A reply with children keeps its place as
+/// `[deleted]`; one without is removed, and so is its parent when that was a
+/// placeholder left with no children. `reply_count` follows the rows.
+pub async fn delete_reply(
+    ctx: &Context,
+    user_id: Uuid,
+    is_admin: bool,
+    post_id: Uuid,
+    reply_id: Option<Uuid>,
+) -> Result<()> {
+    let mut tx = ctx.db.begin().await?;
+    lock_post(&mut tx, post_id)
+        .await?
+        .ok_or_else(post_not_found)?;
+    let reply = lock_reply(&mut tx, post_id, reply_id).await?;
+    if reply.user_id != user_id && !is_admin {
+        return Err(not_authorized());
+    }
+    remove_reply(&mut tx, post_id, &reply).await?;
+    tx.commit().await?;
+    jobs::wake_relay(ctx);
+    Ok(())
+}
+
+/// Deletes a locked reply (the post's lock held): the rules of
+/// [`delete_reply`] after the rights check. Shared with moderation.
+pub(super) async fn remove_reply(
+    conn: &mut PgConnection,
+    post_id: Uuid,
+    reply: &LockedReply,
+) -> Result<()> {
+    if reply.is_accepted_answer {
+        return Err(fail(400, "Accepted answers cannot be deleted"));
+    }
+    let has_children: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM post_replies WHERE parent_reply_id = $1)")
+            .bind(reply.id)
+            .fetch_one(&mut *conn)
+            .await?;
+    let removed: i64 = if has_children {
+        sqlx::query(
+            "UPDATE post_replies SET is_deleted = true, content = '[deleted]',
+                 mux_asset_id = NULL, mux_playback_id = NULL
+             WHERE id = $1",
+        )
+        .bind(reply.id)
+        .execute(&mut *conn)
+        .await?;
+        0
+    } else {
+        sqlx::query("DELETE FROM post_replies WHERE id = $1")
+            .bind(reply.id)
+            .execute(&mut *conn)
+            .await?;
+        // A placeholder kept only for this child goes with it.
+        let parent = match reply.parent_reply_id {
+            Some(parent) => sqlx::query(
+                "DELETE FROM post_replies p WHERE p.id = $1 AND p.is_deleted
+                 AND NOT EXISTS (SELECT 1 FROM post_replies c WHERE c.parent_reply_id = p.id)",
+            )
+            .bind(parent)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected() as i64,
+            None => 0,
+        };
+        1 + parent
+    };
+    if removed > 0 {
+        sqlx::query("UPDATE posts SET reply_count = GREATEST(0, reply_count - $2) WHERE id = $1")
+            .bind(post_id)
+            .bind(removed as i32)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if let Some(asset_id) = &reply.mux_asset_id {
+        jobs::enqueue(
+            conn,
+            &MuxSyncJob {
+                action: MuxSyncAction::DeleteAsset {
+                    asset_id: asset_id.clone(),
+                },
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}

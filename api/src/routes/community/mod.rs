@@ -9,8 +9,17 @@
 
 mod params;
 mod posts;
+mod replies;
 mod shapes;
 
 pub(crate) use params::int_query;
 pub use posts::CommunityApi;
+pub use replies::RepliesApi;
 pub use shapes::*;
+
+/// Every community API struct, served as one (`crate::Apis` holds this tuple).
+pub type Apis = (CommunityApi, RepliesApi);
+
+pub fn apis() -> Apis {
+    (CommunityApi, RepliesApi)
+}

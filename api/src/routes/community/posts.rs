@@ -15,7 +15,6 @@ use poem_openapi::OpenApi;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
-use uuid::Uuid;
 
 pub struct CommunityApi;
 
@@ -205,49 +204,6 @@ impl CommunityApi {
     ) -> ApiResult<Json<DoneOut>> {
         let id = write_post_id(&post_id.0)?;
         let d = community::unreact(&state.ctx, auth.user().id, id).await?;
-        Ok(Json(d.into()))
-    }
-
-    /// Reply to a post (2 claves; closed in Hype mode)
-    #[oai(path = "/api/community/posts/:post_id/replies", method = "post")]
-    async fn reply(
-        &self,
-        state: Data<&AppState>,
-        auth: UserAuth,
-        post_id: Path<String>,
-        body: Json<ReplyIn>,
-    ) -> ApiResult<Json<ReplyWrittenOut>> {
-        let b = body.0;
-        let input = community::NewReply {
-            content: b.content,
-            mux_asset_id: b.mux_asset_id,
-            mux_playback_id: b.mux_playback_id,
-        };
-        input.validate()?;
-        let id = write_post_id(&post_id.0)?;
-        let w = community::reply(&state.ctx, auth.user().id, id, input).await?;
-        Ok(Json(ReplyWrittenOut {
-            success: true,
-            reply: w.reply.into(),
-            message: w.message,
-        }))
-    }
-
-    /// Mark a reply as the accepted solution (question author only)
-    #[oai(
-        path = "/api/community/posts/:post_id/replies/:reply_id/accept",
-        method = "post"
-    )]
-    async fn accept(
-        &self,
-        state: Data<&AppState>,
-        auth: UserAuth,
-        post_id: Path<String>,
-        reply_id: Path<String>,
-    ) -> ApiResult<Json<DoneOut>> {
-        let id = write_post_id(&post_id.0)?;
-        let reply_id = Uuid::parse_str(reply_id.0.trim()).ok();
-        let d = community::accept(&state.ctx, auth.user().id, id, reply_id).await?;
         Ok(Json(d.into()))
     }
 

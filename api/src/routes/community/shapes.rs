@@ -87,6 +87,10 @@ pub struct ReplyItemOut {
     pub(super) mux_playback_id: Option<String>,
     pub(super) is_accepted_answer: bool,
     pub(super) created_at: String,
+    /// The top-level reply this one answers; null for a top-level reply
+    pub(super) parent_reply_id: Option<String>,
+    /// A deleted reply kept in place for its replies (`content` is `[deleted]`)
+    pub(super) is_deleted: bool,
 }
 
 impl From<community::ReplyItem> for ReplyItemOut {
@@ -98,6 +102,8 @@ impl From<community::ReplyItem> for ReplyItemOut {
             mux_playback_id: r.mux_playback_id,
             is_accepted_answer: r.is_accepted_answer,
             created_at: ts(&r.created_at),
+            parent_reply_id: r.parent_reply_id.map(|id| id.to_string()),
+            is_deleted: r.is_deleted,
         }
     }
 }
@@ -226,6 +232,22 @@ pub struct ReplyIn {
     pub(super) content: String,
     pub(super) mux_asset_id: Option<String>,
     pub(super) mux_playback_id: Option<String>,
+    /// The reply answered; a reply to a nested reply goes under the same
+    /// top-level reply
+    pub(super) parent_reply_id: Option<String>,
+}
+
+/// `PUT /api/community/posts/{post_id}/replies/{reply_id}`.
+#[derive(Object, Debug)]
+pub struct UpdateReplyIn {
+    /// 1 to 2000 characters
+    pub(super) content: String,
+}
+
+/// `{success: true}`.
+#[derive(Object, Debug)]
+pub struct SuccessOut {
+    pub(super) success: bool,
 }
 
 #[cfg(test)]
@@ -273,6 +295,8 @@ mod tests {
                     mux_playback_id: opt("m"),
                     is_accepted_answer: some,
                     created_at: "2026-11-27T10:00:00".into(),
+                    parent_reply_id: opt("r0"),
+                    is_deleted: !some,
                 }],
             });
         }

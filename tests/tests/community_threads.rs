@@ -1,0 +1,372 @@
+//! Community threads and moderation (issue 17, API-NEXT.md §N4.1, N4.2, N4.4):
+//! nested replies, reply edit and delete, saved posts, reports, automatic
+//! hiding and the admin's moderation queue.
+
+use mambo_tests::{StatusCode, TestApp, TestUser, UserSpec, json};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+async fn rich(app: &TestApp) -> TestUser {
+    app.create_user(UserSpec {
+        claves: 200,
+        ..Default::default()
+    })
+    .await
+}
+
+async fn call(
+    app: &TestApp,
+    user: &TestUser,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = match method {
+        "GET" => app.get(path),
+        "POST" => app.post(path),
+        "PUT" => app.put(path),
+        "DELETE" => app.delete(path),
+        _ => unreachable!(),
+    }
+    .header("Authorization", user.bearer());
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    json(req.send().await.unwrap()).await
+}
+
+async fn create_lab(app: &TestApp, user: &TestUser, title: &str) -> String {
+    let (s, v) = call(
+        app,
+        user,
+        "POST",
+        "/api/community/posts",
+        Some(json!({"post_type": "lab", "title": title, "body": "How?", "tags": ["timing"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["post"]["id"].as_str().unwrap().to_string()
+}
+
+/// Replies and returns the new reply's id.
+async fn reply(
+    app: &TestApp,
+    user: &TestUser,
+    post: &str,
+    content: &str,
+    parent: Option<&str>,
+) -> String {
+    let mut body = json!({ "content": content });
+    if let Some(p) = parent {
+        body["parent_reply_id"] = json!(p);
+    }
+    let (s, v) = call(
+        app,
+        user,
+        "POST",
+        &format!("/api/community/posts/{post}/replies"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["reply"]["id"].as_str().unwrap().to_string()
+}
+
+async fn detail(app: &TestApp, user: &TestUser, post: &str) -> (StatusCode, Value) {
+    call(
+        app,
+        user,
+        "GET",
+        &format!("/api/community/posts/{post}"),
+        None,
+    )
+    .await
+}
+
+/// `reply_count` as the detail shows it, checked against the rows.
+async fn reply_count(app: &TestApp, user: &TestUser, post: &str) -> i64 {
+    let (s, v) = detail(app, user, post).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM post_replies WHERE post_id = $1")
+        .bind(post.parse::<Uuid>().unwrap())
+        .fetch_one(app.db())
+        .await
+        .unwrap();
+    let shown = v["reply_count"].as_i64().unwrap();
+    assert_eq!(shown, rows, "reply_count must equal the post's reply rows");
+    shown
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn message(v: &Value) -> &str {
+    v["detail"]["message"].as_str().unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// N4.1 Nested replies
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_replies_attach_to_the_top_level_reply_in_thread_order() {
+    let app = TestApp::spawn_api_only().await;
+    let owner = rich(&app).await;
+    let ana = rich(&app).await;
+    let ben = rich(&app).await;
+    let post = create_lab(&app, &owner, "Cross body lead timing").await;
+    let other_post = create_lab(&app, &owner, "Another question").await;
+
+    let a = reply(&app, &ana, &post, "first", None).await;
+    let b = reply(&app, &ben, &post, "second", None).await;
+    let a1 = reply(&app, &ben, &post, "answer to first", Some(&a)).await;
+    // A reply to a nested reply goes under the same top-level reply.
+    let a2 = reply(&app, &owner, &post, "answer to the answer", Some(&a1)).await;
+    let b1 = reply(&app, &ana, &post, "answer to second", Some(&b)).await;
+    assert_eq!(reply_count(&app, &owner, &post).await, 5);
+
+    let (_, v) = detail(&app, &ana, &post).await;
+    let replies = &v["replies"];
+    assert_eq!(
+        ids(replies),
+        vec![a.clone(), a1.clone(), a2.clone(), b.clone(), b1.clone()]
+    );
+    assert_eq!(replies[0]["parent_reply_id"], Value::Null);
+    assert_eq!(replies[1]["parent_reply_id"], a);
+    assert_eq!(replies[2]["parent_reply_id"], a);
+    assert_eq!(replies[4]["parent_reply_id"], b);
+    assert_eq!(replies[0]["is_deleted"], false);
+
+    // Unknown parent, a parent on another post, a malformed parent: 400.
+    let foreign = reply(&app, &ana, &other_post, "elsewhere", None).await;
+    for parent in [Uuid::new_v4().to_string(), foreign, "nope".to_string()] {
+        let (s, v) = call(
+            &app,
+            &ben,
+            "POST",
+            &format!("/api/community/posts/{post}/replies"),
+            Some(json!({"content": "x", "parent_reply_id": parent})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(message(&v), "Invalid parent reply");
+    }
+    assert_eq!(reply_count(&app, &owner, &post).await, 5);
+
+    // Only top-level replies can be accepted.
+    let accept = |r: &str| format!("/api/community/posts/{post}/replies/{r}/accept");
+    let (s, v) = call(&app, &owner, "POST", &accept(&a1), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(message(&v), "Only top-level replies can be accepted");
+    let (s, v) = call(&app, &owner, "POST", &accept(&b), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // The accepted answer's thread comes first.
+    let (_, v) = detail(&app, &ana, &post).await;
+    assert_eq!(ids(&v["replies"]), vec![b.clone(), b1, a, a1, a2]);
+    assert_eq!(v["replies"][0]["is_accepted_answer"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nested_reply_notifies_the_post_owner_and_the_parent_author_once_each() {
+    let app = TestApp::spawn_api_only().await;
+    let owner = rich(&app).await;
+    let ana = rich(&app).await;
+    let ben = rich(&app).await;
+    let post = create_lab(&app, &owner, "Shines").await;
+    let a = reply(&app, &ana, &post, "top", None).await;
+    let a1 = reply(&app, &ben, &post, "nested", Some(&a)).await;
+
+    let notes = |reply: String| {
+        let app = &app;
+        async move {
+            let rows: Vec<(Uuid, String)> = sqlx::query_as(
+                "SELECT user_id, message FROM notifications
+                 WHERE type = 'reply_received' AND dedup_key = $1 ORDER BY user_id",
+            )
+            .bind(format!("reply:{reply}"))
+            .fetch_all(app.db())
+            .await
+            .unwrap();
+            rows
+        }
+    };
+    let mut expected = vec![
+        (owner.id, "replied to your post \"Shines\"".to_string()),
+        (ana.id, "replied to your comment on \"Shines\"".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(notes(a1.clone()).await, expected);
+
+    // The owner answering Ana's comment: Ana once, the owner (the actor) never.
+    let o1 = reply(&app, &owner, &post, "thanks", Some(&a1)).await;
+    // The direct parent's author is Ben.
+    assert_eq!(
+        notes(o1).await,
+        vec![(ben.id, "replied to your comment on \"Shines\"".to_string())]
+    );
+    // A nested reply on the owner's own comment: one notification, as owner.
+    let o = reply(&app, &owner, &post, "my own comment", None).await;
+    let n = reply(&app, &ana, &post, "on the owner's comment", Some(&o)).await;
+    assert_eq!(
+        notes(n).await,
+        vec![(owner.id, "replied to your post \"Shines\"".to_string())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_are_edited_and_deleted_by_their_author_or_an_admin() {
+    let app = TestApp::spawn_api_only().await;
+    let owner = rich(&app).await;
+    let ana = rich(&app).await;
+    let ben = rich(&app).await;
+    let admin = app.admin().await;
+    let post = create_lab(&app, &owner, "Edits").await;
+    let a = reply(&app, &ana, &post, "top", None).await;
+    let path = |r: &str| format!("/api/community/posts/{post}/replies/{r}");
+
+    // Edit: author and admin yes; the post owner and a stranger no, whatever
+    // the body.
+    let (s, v) = call(
+        &app,
+        &ana,
+        "PUT",
+        &path(&a),
+        Some(json!({"content": "edited"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["content"], "edited");
+    assert_eq!(v["id"], a);
+    assert_eq!(v["is_deleted"], false);
+    let (s, v) = call(
+        &app,
+        &admin,
+        "PUT",
+        &path(&a),
+        Some(json!({"content": "by admin"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    for stranger in [&owner, &ben] {
+        for body in [
+            json!({"content": "hijack"}),
+            json!({"content": ""}),
+            json!({}),
+        ] {
+            let (s, v) = call(&app, stranger, "PUT", &path(&a), Some(body)).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+            assert_eq!(message(&v), "Not authorized");
+        }
+    }
+    let (s, _) = call(&app, &ana, "PUT", &path(&a), Some(json!({"content": ""}))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, v) = call(
+        &app,
+        &ana,
+        "PUT",
+        &path("nope"),
+        Some(json!({"content": "x"})),
+    )
+    .await;
+    assert_eq!((s, message(&v)), (StatusCode::NOT_FOUND, "Reply not found"));
+    let (s, v) = call(
+        &app,
+        &ana,
+        "PUT",
+        &format!("/api/community/posts/nope/replies/{a}"),
+        Some(json!({"content": "x"})),
+    )
+    .await;
+    assert_eq!((s, message(&v)), (StatusCode::NOT_FOUND, "Post not found"));
+    let (_, v) = detail(&app, &owner, &post).await;
+    assert_eq!(v["replies"][0]["content"], "by admin");
+
+    // Delete: a stranger no; a reply with children stays as `[deleted]`.
+    let a1 = reply(&app, &ben, &post, "child one", Some(&a)).await;
+    let a2 = reply(&app, &owner, &post, "child two", Some(&a)).await;
+    assert_eq!(reply_count(&app, &owner, &post).await, 3);
+    let (s, v) = call(&app, &ben, "DELETE", &path(&a), None).await;
+    assert_eq!((s, message(&v)), (StatusCode::FORBIDDEN, "Not authorized"));
+    let (s, v) = call(&app, &ana, "DELETE", &path(&a), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({"success": true}));
+    assert_eq!(reply_count(&app, &owner, &post).await, 3);
+    let (_, v) = detail(&app, &owner, &post).await;
+    assert_eq!(ids(&v["replies"]), vec![a.clone(), a1.clone(), a2.clone()]);
+    assert_eq!(v["replies"][0]["is_deleted"], true);
+    assert_eq!(v["replies"][0]["content"], "[deleted]");
+    // A placeholder cannot be edited or deleted again.
+    let (s, _) = call(
+        &app,
+        &ana,
+        "PUT",
+        &path(&a),
+        Some(json!({"content": "back"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = call(&app, &ana, "DELETE", &path(&a), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Nor answered.
+    let (s, v) = call(
+        &app,
+        &ben,
+        "POST",
+        &format!("/api/community/posts/{post}/replies"),
+        Some(json!({"content": "x", "parent_reply_id": a})),
+    )
+    .await;
+    assert_eq!(
+        (s, message(&v)),
+        (StatusCode::BAD_REQUEST, "Invalid parent reply")
+    );
+
+    // The children go (author, then admin); with the last one the placeholder
+    // goes too.
+    let (s, _) = call(&app, &ben, "DELETE", &path(&a1), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(reply_count(&app, &owner, &post).await, 2);
+    let (s, _) = call(&app, &admin, "DELETE", &path(&a2), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(reply_count(&app, &owner, &post).await, 0);
+    let (_, v) = detail(&app, &owner, &post).await;
+    assert_eq!(v["replies"], json!([]));
+
+    // A reply without children is simply removed; an accepted answer stays.
+    let b = reply(&app, &ana, &post, "the answer", None).await;
+    let c = reply(&app, &ben, &post, "another", None).await;
+    assert_eq!(reply_count(&app, &owner, &post).await, 2);
+    let (s, _) = call(
+        &app,
+        &owner,
+        "POST",
+        &format!("/api/community/posts/{post}/replies/{b}/accept"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    for who in [&ana, &admin] {
+        let (s, v) = call(&app, who, "DELETE", &path(&b), None).await;
+        assert_eq!(
+            (s, message(&v)),
+            (
+                StatusCode::BAD_REQUEST,
+                "Accepted answers cannot be deleted"
+            )
+        );
+    }
+    let (s, _) = call(&app, &ben, "DELETE", &path(&c), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(reply_count(&app, &owner, &post).await, 1);
+    let (_, v) = detail(&app, &owner, &post).await;
+    assert_eq!(ids(&v["replies"]), vec![b]);
+}
