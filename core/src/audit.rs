@@ -29,6 +29,10 @@ pub mod action {
     pub const LESSON_DELETE: &str = "lesson.delete";
     pub const EDGE_CREATE: &str = "edge.create";
     pub const EDGE_DELETE: &str = "edge.delete";
+    /// A video found at Mux and attached to a lesson, course or level.
+    pub const MEDIA_ATTACH: &str = "media.attach";
+    /// A video deleted at Mux and cleared from everything showing it.
+    pub const MEDIA_DELETE: &str = "media.delete";
     pub const SUBMISSION_GRADE: &str = "submission.grade";
     pub const CLAVES_GRANT: &str = "claves.grant";
     pub const REPORT_RESOLVE: &str = "report.resolve";
@@ -45,6 +49,7 @@ pub mod target {
     pub const SUBMISSION: &str = "submission";
     pub const USER: &str = "user";
     pub const REPORT: &str = "report";
+    pub const MUX_ASSET: &str = "mux_asset";
 }
 
 /// The admin who acts, from where and when: built once per request by the

@@ -11,6 +11,7 @@
 //!   (`processed_webhook_events`), and the effects are idempotent anyway.
 //! - Attaching and clearing asset ids on every table that holds them.
 
+use crate::audit;
 use crate::economy::{Amounts, PRO_SQL};
 use crate::jobs::{self, BadgeCheckJob, MuxSyncAction, MuxSyncJob};
 use crate::{Context, Error, Result};
@@ -1161,10 +1162,13 @@ impl CheckResult {
 }
 
 /// Looks for a finished video of one entity (course → level → post → lesson)
-/// and stores it (§3.6). Real 4xx codes (D6).
+/// and stores it (§3.6). Real 4xx codes (D6). Attaching a video to a lesson,
+/// course or level is an admin action: its audit row (`media.attach`, the
+/// Mux ids before and after) is written with it; `ip` is the admin's address.
 pub async fn check_upload_status(
     ctx: &Context,
     caller: Option<Caller>,
+    ip: Option<std::net::IpAddr>,
     req: &CheckRequest,
 ) -> Result<CheckResult> {
     let lesson = present(&req.lesson_id);
@@ -1280,6 +1284,21 @@ pub async fn check_upload_status(
     let mut tx = ctx.db.begin().await?;
     let now = ctx.clock.now();
     attach(&mut tx, now, target, &asset_id, &playback_id).await?;
+    if let (Some(c), false) = (caller, matches!(target, Target::Post(_))) {
+        let (pid_key, aid_key) = if preview {
+            ("mux_preview_playback_id", "mux_preview_asset_id")
+        } else {
+            ("mux_playback_id", "mux_asset_id")
+        };
+        audit::record(
+            &mut tx,
+            audit::Actor::new(c.id, ip, now)
+                .entry(audit::action::MEDIA_ATTACH, target.kind(), target.id())
+                .before(json!({ pid_key: stored_pid, aid_key: stored_aid }))
+                .after(json!({ pid_key: playback_id, aid_key: asset_id })),
+        )
+        .await?;
+    }
     sqlx::query(
         "UPDATE mux_uploads SET status = 'ready', asset_id = $3, playback_id = $4, updated_at = $5
          WHERE target_type = $1 AND target_id = $2 AND status = 'pending'",
@@ -1309,7 +1328,14 @@ pub async fn check_upload_status(
 
 /// Deletes an asset at Mux (a Mux 404 is fine) and clears it everywhere (D5):
 /// admins may delete anything; others only a video of their own post or reply.
-pub async fn delete_asset(ctx: &Context, caller: Caller, asset_id: &str) -> Result<String> {
+/// An admin's deletion is audited (`media.delete`: what it was cleared from);
+/// `ip` is the caller's address.
+pub async fn delete_asset(
+    ctx: &Context,
+    caller: Caller,
+    ip: Option<std::net::IpAddr>,
+    asset_id: &str,
+) -> Result<String> {
     let owner = if caller.is_admin {
         None
     } else {
@@ -1350,7 +1376,25 @@ pub async fn delete_asset(ctx: &Context, caller: Caller, asset_id: &str) -> Resu
         }
     };
     let mut tx = ctx.db.begin().await?;
-    let cleared = clear_asset(&mut tx, ctx.clock.now(), asset_id, owner).await?;
+    let now = ctx.clock.now();
+    let cleared = clear_asset(&mut tx, now, asset_id, owner).await?;
+    if caller.is_admin {
+        audit::record(
+            &mut tx,
+            audit::Actor::new(caller.id, ip, now)
+                .entry(
+                    audit::action::MEDIA_DELETE,
+                    audit::target::MUX_ASSET,
+                    asset_id,
+                )
+                .before(json!({ "asset_id": asset_id }))
+                .after(json!({
+                    "deleted_at_mux": deleted_at_mux,
+                    "cleared": cleared,
+                })),
+        )
+        .await?;
+    }
     tx.commit().await?;
     tracing::info!(asset_id, ?cleared, deleted_at_mux, "Mux asset deleted");
     Ok(format!(

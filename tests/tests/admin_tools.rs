@@ -964,3 +964,136 @@ async fn people_search_uses_the_prefix_index() {
     drop(conn);
     app.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// Admin video actions (Mux)
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn admin_video_actions_are_audited_and_a_students_own_are_not() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let mux = MockServer::start().await;
+    let app = TestApp::spawn_with_vars(&[
+        ("MUX_TOKEN_ID", "id"),
+        ("MUX_TOKEN_SECRET", "secret"),
+        ("MUX_BASE_URL", &mux.uri()),
+        ("MUX_STREAM_BASE_URL", &mux.uri()),
+    ])
+    .await;
+    let admin = app.admin().await;
+    let student = app.student().await;
+    let slug = format!("m-{}", Uuid::new_v4().simple());
+    let (_, course) = call(
+        &app,
+        Method::POST,
+        "/api/admin/courses",
+        &admin,
+        Some(json!({"title": "Media", "slug": slug, "order_index": 0, "difficulty": "OPEN"})),
+    )
+    .await;
+    let course = id_of(&course);
+    let (_, level) = call(
+        &app,
+        Method::POST,
+        &format!("/api/admin/worlds/{course}/levels"),
+        &admin,
+        Some(json!({"title": "L"})),
+    )
+    .await;
+    let level = id_of(&level);
+    let (_, lesson) = call(
+        &app,
+        Method::POST,
+        &format!("/api/admin/levels/{level}/lessons"),
+        &admin,
+        Some(json!({"title": "Video", "order_index": 0})),
+    )
+    .await;
+    let lesson = id_of(&lesson);
+    Mock::given(method("GET"))
+        .and(path("/video/v1/assets"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [{
+            "id": "asset-1", "status": "ready",
+            "playback_ids": [{"id": "play-1", "policy": "public"}],
+            "passthrough": json!({"lesson_id": lesson, "type": "lesson"}).to_string(),
+        }]})))
+        .mount(&mux)
+        .await;
+    Mock::given(method("DELETE"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&mux)
+        .await;
+
+    // Attaching the found video to the lesson.
+    let (_, row) = audited(
+        &app,
+        &admin,
+        Method::POST,
+        &format!("/api/mux/check-upload-status?lesson_id={lesson}"),
+        None,
+    )
+    .await;
+    assert_eq!(row.action, "media.attach");
+    assert_eq!(row.target_type, "lesson");
+    assert_eq!(row.target_id, lesson);
+    assert_eq!(
+        row.before,
+        Some(json!({"mux_playback_id": null, "mux_asset_id": null}))
+    );
+    assert_eq!(
+        row.after,
+        Some(json!({"mux_playback_id": "play-1", "mux_asset_id": "asset-1"}))
+    );
+    // Already there: nothing changes, nothing is audited.
+    let n = audit_count(&app).await;
+    let (s, v) = call(
+        &app,
+        Method::POST,
+        &format!("/api/mux/check-upload-status?lesson_id={lesson}"),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(audit_count(&app).await, n);
+
+    // An admin deleting the video.
+    let (_, row) = audited(&app, &admin, Method::DELETE, "/api/mux/asset/asset-1", None).await;
+    assert_eq!(row.action, "media.delete");
+    assert_eq!(row.target_type, "mux_asset");
+    assert_eq!(row.target_id, "asset-1");
+    assert_eq!(row.before, Some(json!({"asset_id": "asset-1"})));
+    let after = row.after.unwrap();
+    assert_eq!(after["deleted_at_mux"], true);
+    assert_eq!(after["cleared"]["lessons"], 1);
+
+    // A student deleting the video of their own post is not an admin action.
+    let post: Uuid = sqlx::query_scalar(
+        "INSERT INTO posts (user_id, post_type, title, body, tags, mux_asset_id, mux_playback_id)
+         VALUES ($1, 'stage', 'Mine', 'b', ARRAY['mambo'], 'own-asset', 'own-play') RETURNING id",
+    )
+    .bind(student.id)
+    .fetch_one(app.db())
+    .await
+    .unwrap();
+    let n = audit_count(&app).await;
+    let (s, v) = call(
+        &app,
+        Method::DELETE,
+        "/api/mux/asset/own-asset",
+        &student,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(audit_count(&app).await, n);
+    let cleared: Option<String> =
+        sqlx::query_scalar("SELECT mux_asset_id FROM posts WHERE id = $1")
+            .bind(post)
+            .fetch_one(app.db())
+            .await
+            .unwrap();
+    assert_eq!(cleared, None);
+    app.stop().await;
+}

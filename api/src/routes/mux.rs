@@ -261,9 +261,11 @@ impl MuxApi {
     /// Looks for a finished video of a course, level, post or lesson at Mux and
     /// stores it (useful when the webhook did not arrive).
     #[oai(path = "/api/mux/check-upload-status", method = "post")]
+    #[allow(clippy::too_many_arguments)]
     async fn check_upload_status(
         &self,
         state: Data<&AppState>,
+        request: &Request,
         auth: OptionalAuth,
         lesson_id: Query<Option<String>>,
         course_id: Query<Option<String>>,
@@ -276,7 +278,8 @@ impl MuxApi {
             level_id: level_id.0,
             post_id: post_id.0,
         };
-        let r = mux::check_upload_status(&state.ctx, auth.user().map(caller), &req).await?;
+        let ip = crate::middleware::client_ip(request, &state.ctx.config);
+        let r = mux::check_upload_status(&state.ctx, auth.user().map(caller), ip, &req).await?;
         Ok(Json(CheckUploadResponse {
             status: r.status,
             playback_id: r.playback_id,
@@ -291,10 +294,12 @@ impl MuxApi {
     async fn delete_asset(
         &self,
         state: Data<&AppState>,
+        req: &Request,
         auth: UserAuth,
         asset_id: Path<String>,
     ) -> ApiResult<Json<StatusMessage>> {
-        let message = mux::delete_asset(&state.ctx, caller(auth.user()), &asset_id.0).await?;
+        let ip = crate::middleware::client_ip(req, &state.ctx.config);
+        let message = mux::delete_asset(&state.ctx, caller(auth.user()), ip, &asset_id.0).await?;
         Ok(Json(StatusMessage {
             status: "success".into(),
             message,
