@@ -370,3 +370,72 @@ async fn replies_are_edited_and_deleted_by_their_author_or_an_admin() {
     let (_, v) = detail(&app, &owner, &post).await;
     assert_eq!(ids(&v["replies"]), vec![b]);
 }
+
+// ---------------------------------------------------------------------------
+// N4.2 Saved posts
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saving_is_idempotent_and_the_saved_list_is_newest_first() {
+    let app = TestApp::spawn_api_only().await;
+    let owner = rich(&app).await;
+    let fan = rich(&app).await;
+    let p1 = create_lab(&app, &owner, "First question").await;
+    let p2 = create_lab(&app, &owner, "Second question").await;
+    let p3 = create_lab(&app, &owner, "Third question").await;
+    let save = |p: &str| format!("/api/community/posts/{p}/save");
+
+    for p in [&p2, &p1, &p3] {
+        for _ in 0..2 {
+            let (s, v) = call(&app, &fan, "POST", &save(p), None).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            assert_eq!(v, json!({"success": true, "saved": true}));
+        }
+    }
+    let (s, v) = call(&app, &fan, "GET", "/api/community/saved", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(ids(&v), vec![p3.clone(), p1.clone(), p2.clone()]);
+    // The items are PostItems as the feed shows them.
+    assert_eq!(v[0]["title"], "Third question");
+    assert_eq!(v[0]["user"]["id"], owner.id.to_string());
+    assert_eq!(v[0]["user_reaction"], Value::Null);
+    let (_, v) = call(
+        &app,
+        &fan,
+        "GET",
+        "/api/community/saved?skip=1&limit=1",
+        None,
+    )
+    .await;
+    assert_eq!(ids(&v), vec![p1.clone()]);
+    let (s, _) = call(&app, &fan, "GET", "/api/community/saved?limit=0", None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // Another user's list is their own.
+    let (_, v) = call(&app, &owner, "GET", "/api/community/saved", None).await;
+    assert_eq!(v, json!([]));
+
+    for _ in 0..2 {
+        let (s, v) = call(&app, &fan, "DELETE", &save(&p1), None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v, json!({"success": true, "saved": false}));
+    }
+    let (_, v) = call(&app, &fan, "GET", "/api/community/saved", None).await;
+    assert_eq!(ids(&v), vec![p3.clone(), p2.clone()]);
+
+    // Unknown and malformed posts are not found; a deleted post leaves the list.
+    for p in [Uuid::new_v4().to_string(), "nope".to_string()] {
+        let (s, v) = call(&app, &fan, "POST", &save(&p), None).await;
+        assert_eq!((s, message(&v)), (StatusCode::NOT_FOUND, "Post not found"));
+    }
+    let (s, _) = call(
+        &app,
+        &owner,
+        "DELETE",
+        &format!("/api/community/posts/{p3}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, v) = call(&app, &fan, "GET", "/api/community/saved", None).await;
+    assert_eq!(ids(&v), vec![p2]);
+}

@@ -15,6 +15,7 @@ mod posts;
 mod reactions;
 mod replies;
 mod rows;
+mod saved;
 mod search;
 mod slots;
 mod stats;
@@ -28,6 +29,7 @@ pub use posts::{
 };
 pub use reactions::{react, unreact, validate_reaction_type};
 pub use replies::{NewReply, accept, delete_reply, ensure_reply_editor, reply, update_reply};
+pub use saved::{save, saved, unsave};
 pub use search::{escape_like, search};
 pub use slots::{
     SLOTS_USED_SQL, SlotStatus, slot_status, slot_status_conn, slot_status_for, slots_used,

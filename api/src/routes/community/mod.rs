@@ -10,16 +10,18 @@
 mod params;
 mod posts;
 mod replies;
+mod saved;
 mod shapes;
 
 pub(crate) use params::int_query;
 pub use posts::CommunityApi;
 pub use replies::RepliesApi;
+pub use saved::SavedApi;
 pub use shapes::*;
 
 /// Every community API struct, served as one (`crate::Apis` holds this tuple).
-pub type Apis = (CommunityApi, RepliesApi);
+pub type Apis = (CommunityApi, RepliesApi, SavedApi);
 
 pub fn apis() -> Apis {
-    (CommunityApi, RepliesApi)
+    (CommunityApi, RepliesApi, SavedApi)
 }

@@ -250,6 +250,14 @@ pub struct SuccessOut {
     pub(super) success: bool,
 }
 
+/// `{success: true, saved}` of saving or unsaving a post.
+#[derive(Object, Debug)]
+pub struct SavedOut {
+    pub(super) success: bool,
+    /// Whether the post is now saved
+    pub(super) saved: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
