@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use mambo_core::broadcast::{self, Audience, BroadcastRequest};
+use mambo_core::notifications::digest::{self, Period};
 use mambo_core::{Config, Context};
 use std::io::Write;
 use std::path::PathBuf;
@@ -80,6 +81,13 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Queue the notification email digest now (once per user per day or ISO week)
+    #[command(long_about = DIGEST_HELP)]
+    Digest {
+        /// Which users: those whose digest setting is daily or weekly
+        #[arg(long, value_parser = parse_period)]
+        period: Period,
+    },
 }
 
 const CREATE_ADMIN_HELP: &str = "Create (or promote) an admin account.
@@ -107,6 +115,22 @@ Variables: email, first_name, last_name, username, referral_code, referral_link,
 frontend_url, plus every --var NAME=VALUE. Missing values are null (print as nothing).
 
 Example: mambo broadcast --template core/templates/broadcasts/waitlist_launch.html --audience waitlist --dry-run";
+
+const DIGEST_HELP: &str = "Queue the notification email digest now.
+
+Emails every user whose digest setting is --period (daily is the default \
+setting), who has not unsubscribed from email and who has unread notifications \
+since their last digest: one email with up to 10 of them and the count of the \
+rest. The worker sends the queued emails. Each user gets at most one digest per \
+period (the UTC day, or the ISO week for weekly): running the command again, or \
+after the worker's scheduled run (NOTIFICATION_DIGEST_SCHEDULE), queues nothing \
+for users who already had theirs.
+
+Example: mambo digest --period daily";
+
+fn parse_period(s: &str) -> Result<Period, String> {
+    s.parse()
+}
 
 fn parse_audience(s: &str) -> Result<Audience, String> {
     s.parse()
@@ -266,6 +290,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = connect(&config).await?;
             let ctx = Context::new(pool, config)?;
             broadcast_command(&ctx, &req, dry_run, no_wait).await
+        }
+        Command::Digest { period } => {
+            let pool = connect(&config).await?;
+            let ctx = Context::new(pool, config)?;
+            let report = digest::run(&ctx, period).await?;
+            println!(
+                "{} digest ({}): {} email(s) queued for the worker; {} user(s) already had this period's digest",
+                report.period, report.period_key, report.queued, report.already_sent
+            );
+            Ok(())
         }
         Command::Migrate => {
             let pool = connect(&config).await?;

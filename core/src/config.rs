@@ -19,6 +19,9 @@ pub const DEFAULT_DATABASE_URL: &str = "postgresql://postgres@localhost:5432/mam
 pub const DEFAULT_DAILY_MAINTENANCE_SCHEDULE: &str = "0 5 0 * * *";
 /// When the worker reconciles Mux uploads whose webhook never came: every 5 minutes.
 pub const DEFAULT_MUX_RECONCILE_SCHEDULE: &str = "0 */5 * * * *";
+/// When the worker emails the notification digests: 17:00:00 UTC every day for
+/// daily users; the tick that falls on a Monday also sends the weekly ones.
+pub const DEFAULT_NOTIFICATION_DIGEST_SCHEDULE: &str = "0 0 17 * * *";
 
 /// A string that must never reach logs.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -149,12 +152,19 @@ pub struct Config {
     pub daily_maintenance_schedule: String,
     /// Cron schedule of the Mux reconciliation (`MUX_RECONCILE_SCHEDULE`, every 5 minutes).
     pub mux_reconcile_schedule: String,
+    /// Cron schedule of the notification email digest
+    /// (`NOTIFICATION_DIGEST_SCHEDULE`, `0 0 17 * * *`): daily users on every
+    /// tick, weekly users on the ticks that fall on a Monday (UTC).
+    pub notification_digest_schedule: String,
     /// Seconds a job that completed stays in Redis (its status, payload and
     /// result) before the worker prunes it (`JOB_RETENTION_DONE_SECS`, one day).
     pub job_retention_done_secs: u64,
     /// Seconds a job that failed for good stays in Redis, to be inspected
     /// (`JOB_RETENTION_FAILED_SECS`, seven days).
     pub job_retention_failed_secs: u64,
+    /// Seconds between the heartbeat comments of the notification streams
+    /// (`NOTIFICATIONS_HEARTBEAT_SECONDS`, 15).
+    pub notifications_heartbeat_seconds: u64,
 }
 
 impl Config {
@@ -376,8 +386,11 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_DAILY_MAINTENANCE_SCHEDULE.into()),
             mux_reconcile_schedule: get("MUX_RECONCILE_SCHEDULE")
                 .unwrap_or_else(|| DEFAULT_MUX_RECONCILE_SCHEDULE.into()),
+            notification_digest_schedule: get("NOTIFICATION_DIGEST_SCHEDULE")
+                .unwrap_or_else(|| DEFAULT_NOTIFICATION_DIGEST_SCHEDULE.into()),
             job_retention_done_secs: non_negative("JOB_RETENTION_DONE_SECS", 86_400)?,
             job_retention_failed_secs: non_negative("JOB_RETENTION_FAILED_SECS", 7 * 86_400)?,
+            notifications_heartbeat_seconds: positive("NOTIFICATIONS_HEARTBEAT_SECONDS", 15)?,
             environment,
         })
     }
@@ -481,6 +494,10 @@ mod tests {
             DEFAULT_DAILY_MAINTENANCE_SCHEDULE
         );
         assert_eq!(c.mux_reconcile_schedule, DEFAULT_MUX_RECONCILE_SCHEDULE);
+        assert_eq!(
+            c.notification_digest_schedule,
+            DEFAULT_NOTIFICATION_DIGEST_SCHEDULE
+        );
         assert!(Config::from_map(&map(&[("WORKER_HEARTBEAT_SECONDS", "0")])).is_err());
         assert!(Config::from_map(&map(&[("WORKER_MISSED_HEARTBEATS", "-1")])).is_err());
         let c = Config::from_map(&map(&[("MUX_RECONCILE_SCHEDULE", "*/2 * * * * *")])).unwrap();

@@ -8,7 +8,9 @@
 
 use crate::jobs::EmailJob;
 use crate::{Context, Error, Result};
+use chrono::{DateTime, Utc};
 use resend_rs::types::{CreateEmailBaseOptions, ErrorKind};
+use sqlx::PgConnection;
 
 /// What [`send`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,10 +105,13 @@ pub async fn send(ctx: &Context, job: &EmailJob) -> Result<SendOutcome> {
             .client(ctx.http.clone())
             .build(),
     );
-    let email = CreateEmailBaseOptions::new(&ctx.config.from_email, &job.to, &job.subject)
+    let mut email = CreateEmailBaseOptions::new(&ctx.config.from_email, &job.to, &job.subject)
         .with_html(&job.html)
-        .with_text(&job.text)
-        .with_idempotency_key(key);
+        .with_text(&job.text);
+    for (name, value) in &job.headers {
+        email = email.with_header(name, value);
+    }
+    let email = email.with_idempotency_key(key);
 
     match resend.emails.send(email).await {
         Ok(response) => {
@@ -137,6 +142,37 @@ pub async fn send(ctx: &Context, job: &EmailJob) -> Result<SendOutcome> {
             ))
         }
     }
+}
+
+/// Claims idempotency keys for emails about to be queued, in the caller's
+/// transaction: records each key `pending` (as [`send`] would) unless it is
+/// already recorded, and returns the keys that were new. An email whose key
+/// was claimed before (a job that runs twice, a second digest in one period)
+/// is then not queued at all. `items` are `(idempotency key, recipient)`.
+pub async fn reserve(
+    conn: &mut PgConnection,
+    template: &str,
+    items: &[(String, String)],
+    now: DateTime<Utc>,
+) -> Result<Vec<String>> {
+    if items.is_empty() {
+        return Ok(vec![]);
+    }
+    let keys: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
+    let recipients: Vec<&str> = items.iter().map(|(_, r)| r.as_str()).collect();
+    Ok(sqlx::query_scalar(
+        "INSERT INTO email_deliveries (idempotency_key, template, recipient, created_at, updated_at)
+         SELECT t.key, $2, t.recipient, $4, $4
+         FROM unnest($1::text[], $3::text[]) AS t(key, recipient)
+         ON CONFLICT (idempotency_key) DO NOTHING
+         RETURNING idempotency_key",
+    )
+    .bind(&keys)
+    .bind(template)
+    .bind(&recipients)
+    .bind(now)
+    .fetch_all(conn)
+    .await?)
 }
 
 async fn mark_sent(ctx: &Context, key: &str, provider_id: &str) -> Result<()> {

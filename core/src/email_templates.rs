@@ -16,6 +16,7 @@
 //! | `waitlist_welcome` | `username`, `referral_link` (`{FRONTEND_URL}/waitlist?ref={code}`) |
 //! | `submission_graded` | `first_name`, `lesson_title`, `approved` (bool), `xp_awarded` (int, 0 when none), `feedback_text`, `feedback_video_url` (string or null), `courses_link` |
 //! | `broadcast` | `subject`, `content_html` (trusted HTML), `content_text` |
+//! | `notification_digest` | `first_name`, `period` (`daily`/`weekly`), `total` (int), `notifications` (up to 10 of `{title, message, actor (string or null), when}`, newest first), `more` (int), `app_link`, `unsubscribe_link` |
 
 use crate::jobs::EmailJob;
 use crate::{Error, Result};
@@ -32,6 +33,7 @@ pub const TEMPLATES: &[&str] = &[
     "waitlist_welcome",
     "submission_graded",
     "broadcast",
+    "notification_digest",
 ];
 
 /// The template files, embedded at build time.
@@ -71,6 +73,14 @@ const FILES: &[(&str, &str)] = &[
     (
         "broadcast.txt",
         include_str!("../templates/email/broadcast.txt"),
+    ),
+    (
+        "notification_digest.html",
+        include_str!("../templates/email/notification_digest.html"),
+    ),
+    (
+        "notification_digest.txt",
+        include_str!("../templates/email/notification_digest.txt"),
     ),
 ];
 
@@ -200,6 +210,7 @@ pub fn email_job(
         subject: r.subject,
         html: r.html,
         text: r.text,
+        headers: Default::default(),
     })
 }
 
@@ -355,6 +366,56 @@ mod tests {
         assert_eq!(r.subject, "Doors open");
         assert!(r.html.contains("<p>Hi <b>Ana</b></p>"));
         assert!(r.text.starts_with("Hi Ana\n"));
+    }
+
+    #[test]
+    fn notification_digest_lists_escapes_and_links_the_unsubscribe() {
+        let vars = json!({
+            "first_name": "Ana", "period": "daily", "total": 12, "more": 2,
+            "notifications": [
+                {"title": "🔥 New Reaction", "message": "reacted to your post \"<b>On2</b>\"",
+                 "actor": "salsa_king", "when": "Nov 20, 16:00 UTC"},
+                {"title": "🏆 Badge Earned", "message": "You earned First Steps",
+                 "actor": null, "when": "Nov 20, 15:00 UTC"},
+            ],
+            "app_link": "http://localhost:3000/",
+            "unsubscribe_link": "http://localhost:8000/api/notifications/unsubscribe?token=a.b",
+        });
+        let r = render("notification_digest", &vars).unwrap();
+        assert_eq!(r.subject, "You have 12 new notifications - The Mambo Guild");
+        assert!(r.text.starts_with("Hi Ana,\n"), "{}", r.text);
+        assert!(
+            r.text.contains(
+                "- 🔥 New Reaction: salsa_king reacted to your post \"<b>On2</b>\" (Nov 20, 16:00 UTC)\n\
+                 - 🏆 Badge Earned: You earned First Steps (Nov 20, 15:00 UTC)\n"
+            ),
+            "{}",
+            r.text
+        );
+        assert!(r.text.contains("...and 2 more."));
+        assert!(r.text.contains("unsubscribe?token=a.b"));
+        assert!(!r.text.contains("\n\n\n"), "{:?}", r.text);
+        assert!(r.html.contains("&lt;b&gt;On2&lt;/b&gt;"));
+        assert!(!r.html.contains("<b>On2"));
+        assert!(
+            r.html.contains(
+                "<a href=\"http://localhost:8000/api/notifications/unsubscribe?token=a.b\""
+            )
+        );
+        assert!(
+            !r.html.contains("because of your account"),
+            "the footer is replaced"
+        );
+
+        let mut one = vars.clone();
+        one["total"] = json!(1);
+        one["more"] = json!(0);
+        one["first_name"] = json!("");
+        one["notifications"] = json!([vars["notifications"][1]]);
+        let r = render("notification_digest", &one).unwrap();
+        assert_eq!(r.subject, "You have 1 new notification - The Mambo Guild");
+        assert!(r.text.starts_with("Hi,\n"));
+        assert!(!r.text.contains("more."));
     }
 
     #[test]

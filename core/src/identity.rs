@@ -523,6 +523,7 @@ fn welcome_email(
         subject: r.subject,
         html: r.html,
         text: r.text,
+        headers: Default::default(),
     })
 }
 
@@ -552,6 +553,7 @@ fn reset_email(ctx: &Context, email: &str, token: &str) -> Result<EmailJob> {
         subject: r.subject,
         html: r.html,
         text: r.text,
+        headers: Default::default(),
     })
 }
 

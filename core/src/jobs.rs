@@ -24,6 +24,7 @@ use chrono::NaiveDate;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::time::Duration;
@@ -40,7 +41,7 @@ pub trait Job:
 
 /// Sends one email through Resend. `idempotency_key` names the logical email
 /// (for example `password-reset:<token id>`): the same key is never sent twice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmailJob {
     pub idempotency_key: String,
     /// What kind of email this is (`password_reset`, `welcome`, ...), for the records.
@@ -49,6 +50,10 @@ pub struct EmailJob {
     pub subject: String,
     pub html: String,
     pub text: String,
+    /// Extra headers of the email (the digest's `List-Unsubscribe` and
+    /// `List-Unsubscribe-Post`). Absent in jobs queued before it existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
 }
 
 impl Job for EmailJob {

@@ -361,6 +361,7 @@ fn graded_email(
         subject: r.subject,
         html: r.html,
         text: r.text,
+        headers: Default::default(),
     })
 }
 

@@ -180,6 +180,15 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
         ),
         ("GET /api/notifications/preferences", USER),
         ("PUT /api/notifications/preferences", USER),
+        // The digest's unsubscribe link needs no sign-in; a made-up token is 400.
+        (
+            "GET /api/notifications/unsubscribe",
+            ["400", "400", "400", "400"],
+        ),
+        (
+            "POST /api/notifications/unsubscribe",
+            ["400", "400", "400", "400"],
+        ),
         // --- payments: the caller's own subscription
         ("POST /api/payments/create-checkout-session", USER),
         // Rookie/incomplete subscriptions: nothing to update or cancel.
@@ -369,6 +378,9 @@ fn query(key: &str, f: &Fix) -> String {
         "POST /api/mux/check-upload-status" => format!("?post_id={}", f.post),
         "POST /api/mux/upload-url" => format!("?post_id={}", f.post),
         "GET /api/auth/callback/google" => "?code=abc&state=forged".into(),
+        "GET /api/notifications/unsubscribe" | "POST /api/notifications/unsubscribe" => {
+            format!("?token={}.forged", Uuid::nil())
+        }
         _ => String::new(),
     }
 }

@@ -237,6 +237,7 @@ async fn finished_jobs_are_pruned_after_their_retention() {
         subject: "Nobody".into(),
         html: "<p>x</p>".into(),
         text: "x".into(),
+        headers: Default::default(),
     };
     let mut tx = ctx.db.begin().await.unwrap();
     jobs::enqueue_many(&mut tx, &checks).await.unwrap();

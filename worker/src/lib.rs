@@ -16,10 +16,11 @@ use apalis_cron::{CronScheduler, Tick};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use mambo_core::jobs::{
-    self, BadgeCheckJob, BroadcastJob, EmailJob, Job, MuxSyncAction, MuxSyncJob, StreakBonusJob,
+    self, BadgeCheckJob, BroadcastJob, CoursePublishedJob, EmailJob, Job, MuxSyncAction,
+    MuxSyncJob, StreakBonusJob,
 };
 use mambo_core::metrics::{self, JobOutcome};
-use mambo_core::{Context, badges, broadcast, email, mux, streaks};
+use mambo_core::{Context, badges, broadcast, email, mux, notifications, streaks};
 use std::future::Future;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -40,16 +41,29 @@ pub const DAILY_MAINTENANCE_SCHEDULE: &str = mambo_core::config::DEFAULT_DAILY_M
 /// `MUX_RECONCILE_SCHEDULE` overrides it.
 pub const MUX_RECONCILE_SCHEDULE: &str = mambo_core::config::DEFAULT_MUX_RECONCILE_SCHEDULE;
 
+/// The notification email digest: 17:00:00 UTC, daily users on every tick and
+/// weekly users on Mondays. `NOTIFICATION_DIGEST_SCHEDULE` overrides it.
+pub const NOTIFICATION_DIGEST_SCHEDULE: &str =
+    mambo_core::config::DEFAULT_NOTIFICATION_DIGEST_SCHEDULE;
+
 /// How long the claim of one scheduled tick is kept in Redis. Every worker
 /// process computes the same tick times, so their claims of one tick arrive
 /// within moments of each other; an hour is far longer than any clock skew.
 const TICK_CLAIM_TTL_SECS: u64 = 3600;
+
+/// Every scheduled job.
+const SCHEDULED: [Scheduled; 3] = [
+    Scheduled::DailyMaintenance,
+    Scheduled::MuxReconcile,
+    Scheduled::NotificationDigest,
+];
 
 /// The scheduled jobs, each on its own cron worker.
 #[derive(Clone, Copy, Debug)]
 enum Scheduled {
     DailyMaintenance,
     MuxReconcile,
+    NotificationDigest,
 }
 
 impl Scheduled {
@@ -57,12 +71,14 @@ impl Scheduled {
         match self {
             Self::DailyMaintenance => "daily_maintenance",
             Self::MuxReconcile => "mux_reconcile",
+            Self::NotificationDigest => "notification_digest",
         }
     }
     fn schedule(self, ctx: &Context) -> &str {
         match self {
             Self::DailyMaintenance => &ctx.config.daily_maintenance_schedule,
             Self::MuxReconcile => &ctx.config.mux_reconcile_schedule,
+            Self::NotificationDigest => &ctx.config.notification_digest_schedule,
         }
     }
 }
@@ -151,6 +167,12 @@ const STREAK_BONUS: QueueSettings = QueueSettings {
     retries: 3,
     timeout: Duration::from_secs(30),
 };
+/// One fan-out at a time: each inserts up to 100,000s of rows in batches.
+const NOTIFICATION_FANOUT: QueueSettings = QueueSettings {
+    concurrency: 1,
+    retries: 3,
+    timeout: Duration::from_secs(600),
+};
 
 /// Runs the worker until `shutdown` resolves, then stops taking jobs, lets the
 /// running ones finish (up to [`SHUTDOWN_GRACE`]) and returns.
@@ -162,7 +184,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     // Fail early on a bad schedule rather than in a restart loop.
-    for job in [Scheduled::DailyMaintenance, Scheduled::MuxReconcile] {
+    for job in SCHEDULED {
         cron::Schedule::from_str(job.schedule(&ctx)).map_err(|e| {
             anyhow::anyhow!(
                 "invalid cron schedule {:?} for {}: {e}",
@@ -191,7 +213,14 @@ pub async fn run(
         STREAK_BONUS,
         streak_bonus_task,
     );
-    for job in [Scheduled::DailyMaintenance, Scheduled::MuxReconcile] {
+    spawn_queue::<CoursePublishedJob, _, _>(
+        &mut tasks,
+        &ctx,
+        &stop_rx,
+        NOTIFICATION_FANOUT,
+        course_published_task,
+    );
+    for job in SCHEDULED {
         let ctx = ctx.clone();
         tasks.spawn(supervise(job.name(), stop_rx.clone(), move |name, stop| {
             run_cron_worker(ctx.clone(), job, name, stop).boxed()
@@ -374,7 +403,8 @@ async fn run_until_stopped(
 
 // ---------------------------------------------------------------------------
 // Handlers: each queue runs its domain's handler in mambo_core (email::send,
-// broadcast::send_batch, mux::sync, badges::run_check, streaks::pay_bonus).
+// broadcast::send_batch, mux::sync, badges::run_check, streaks::pay_bonus,
+// notifications::fanout::run).
 // ---------------------------------------------------------------------------
 
 /// A retry policy that never retries an [`AbortError`]. apalis' own check
@@ -510,6 +540,24 @@ async fn streak_bonus_task(job: StreakBonusJob, ctx: Data<Context>) -> Result<()
     .await
 }
 
+async fn course_published_task(
+    job: CoursePublishedJob,
+    ctx: Data<Context>,
+) -> Result<(), BoxDynError> {
+    let span = tracing::info_span!(
+        "job",
+        queue = CoursePublishedJob::QUEUE,
+        world_id = %job.world_id
+    );
+    observe(CoursePublishedJob::QUEUE, span, async {
+        notifications::fanout::run(&ctx, &job)
+            .await
+            .map(|_| ())
+            .map_err(task_error)
+    })
+    .await
+}
+
 async fn scheduled_task(
     tick: Tick,
     ctx: Data<Context>,
@@ -533,6 +581,13 @@ async fn scheduled_task(
                 )
                 .await
             }
+            Scheduled::NotificationDigest => {
+                let at = chrono::DateTime::from_timestamp(tick as i64, 0)
+                    .unwrap_or_else(|| ctx.clock.now());
+                notifications::digest::run_scheduled(&ctx, at)
+                    .await
+                    .map(|_| ())
+            }
         }
         .map_err(task_error)
     })
@@ -541,15 +596,18 @@ async fn scheduled_task(
 
 /// The daily scheduled job (00:05 UTC by default). Idempotent: several worker
 /// processes may each run it. Relays any stuck outbox rows, deletes relayed
-/// outbox rows older than a week ([`jobs::maintain_outbox`]) and resets broken
-/// streaks ([`streaks::reset_broken_streaks`]).
+/// outbox rows older than a week ([`jobs::maintain_outbox`]), resets broken
+/// streaks ([`streaks::reset_broken_streaks`]) and deletes read notifications
+/// older than 90 days and all older than 365 ([`notifications::prune`]).
 pub async fn daily_maintenance(ctx: &Context) -> mambo_core::Result<()> {
     let outbox = jobs::maintain_outbox(ctx).await?;
     let streaks_reset = streaks::reset_broken_streaks(ctx).await?;
+    let notifications_deleted = notifications::prune(&ctx.db, ctx.clock.now()).await?;
     tracing::info!(
         relayed = outbox.relayed,
         deleted = outbox.deleted,
         streaks_reset,
+        notifications_deleted,
         "daily maintenance done"
     );
     Ok(())

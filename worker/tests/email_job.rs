@@ -108,6 +108,7 @@ fn email_job(key: &str) -> EmailJob {
         subject: "Reset your password".into(),
         html: "<p>Click <a href=\"https://example.com/r\">here</a></p>".into(),
         text: "Click https://example.com/r".into(),
+        headers: Default::default(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Notifications (API-NEXT.md N1): the bell's list, unread count, reading,
-//! and per-type preferences. The live stream and the digest's unsubscribe
-//! link are in `notifications_stream` and `notifications_digest`.
+//! per-type preferences and the digest email's one-click unsubscribe link.
+//! The live stream is in `notifications_stream`.
 
 use crate::auth::UserAuth;
 use crate::error::{ApiError, ApiResult};
@@ -8,7 +8,7 @@ use crate::fast_json::FastJson;
 use crate::routes::community::int_query;
 use crate::state::AppState;
 use crate::types::ts;
-use mambo_core::notifications::{self, Notification, Preferences, PreferencesUpdate};
+use mambo_core::notifications::{self, Notification, Preferences, PreferencesUpdate, digest};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -181,6 +181,21 @@ impl PreferencesIn {
     }
 }
 
+/// The answer of the unsubscribe link.
+#[derive(Object, Debug)]
+#[oai(rename = "UnsubscribeResponse")]
+pub struct UnsubscribeOut {
+    /// `You have been unsubscribed from notification emails`
+    message: String,
+}
+
+async fn unsubscribe(state: &AppState, token: Option<&str>) -> ApiResult<Json<UnsubscribeOut>> {
+    digest::unsubscribe(&state.ctx, token).await?;
+    Ok(Json(UnsubscribeOut {
+        message: digest::UNSUBSCRIBED.into(),
+    }))
+}
+
 fn parse_notification_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw.trim()).map_err(|_| notifications::not_found().into())
 }
@@ -278,5 +293,33 @@ impl NotificationsApi {
         )
         .await?;
         Ok(Json(p.into()))
+    }
+
+    /// One-click unsubscribe from the notification email digest (RFC 8058)
+    ///
+    /// The `List-Unsubscribe` link of every digest email: turns the digest off.
+    /// Idempotent. A missing, malformed or forged token is 400 `Invalid
+    /// unsubscribe link`.
+    #[oai(path = "/api/notifications/unsubscribe", method = "post")]
+    async fn unsubscribe_post(
+        &self,
+        state: Data<&AppState>,
+        /// The signed token of the email's link
+        token: Query<Option<String>>,
+    ) -> ApiResult<Json<UnsubscribeOut>> {
+        unsubscribe(&state, token.0.as_deref()).await
+    }
+
+    /// Unsubscribe from the notification email digest (for mail clients that only GET)
+    ///
+    /// The same as the POST.
+    #[oai(path = "/api/notifications/unsubscribe", method = "get")]
+    async fn unsubscribe_get(
+        &self,
+        state: Data<&AppState>,
+        /// The signed token of the email's link
+        token: Query<Option<String>>,
+    ) -> ApiResult<Json<UnsubscribeOut>> {
+        unsubscribe(&state, token.0.as_deref()).await
     }
 }
