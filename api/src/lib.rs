@@ -14,6 +14,7 @@ pub mod types;
 pub mod validation;
 
 use mambo_core::Context;
+use mambo_core::notifications::live;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{Endpoint, EndpointExt, IntoEndpoint, Route};
 use poem_openapi::OpenApiService;
@@ -38,6 +39,7 @@ pub type Apis = (
     badges::BadgesApi,
     payments::PaymentsApi,
     notifications::NotificationsApi,
+    notifications_stream::NotificationsStreamApi,
 );
 
 fn apis() -> Apis {
@@ -57,6 +59,7 @@ fn apis() -> Apis {
         badges::BadgesApi,
         payments::PaymentsApi,
         notifications::NotificationsApi,
+        notifications_stream::NotificationsStreamApi,
     )
 }
 
@@ -73,8 +76,14 @@ pub fn spec_json() -> String {
     spec::complete(&openapi_service("http://localhost:8000").spec())
 }
 
-/// Builds the whole application.
+/// Builds the whole application (its notification hub starts with the first
+/// stream; [`serve`] starts it at once and closes it on shutdown).
 pub fn app(ctx: Context) -> impl Endpoint {
+    let live = live::Hub::new(ctx.clone());
+    app_with(ctx, live)
+}
+
+fn app_with(ctx: Context, live: live::Hub) -> impl Endpoint {
     let config = ctx.config.clone();
     let service = openapi_service(&config.backend_url);
     let spec_doc = spec::complete(&service.spec());
@@ -92,7 +101,7 @@ pub fn app(ctx: Context) -> impl Endpoint {
             .nest("/redoc", service.redoc());
     }
     let route = route.nest("/", service);
-    let state = AppState { ctx };
+    let state = AppState { ctx, live };
     let cfg = config.clone();
     route
         .around(metrics::capture_route)
@@ -106,6 +115,10 @@ pub fn app(ctx: Context) -> impl Endpoint {
 /// The process also relays its own outbox writes to Redis at once (woken after
 /// each commit), so jobs do not wait for a worker's next relay tick; relays in
 /// several processes share the rows with `FOR UPDATE SKIP LOCKED`.
+///
+/// Its notification hub subscribes to Redis at once (one subscription for all
+/// the process's streams) and ends every stream when `shutdown` completes, so
+/// the graceful shutdown does not wait for them.
 pub async fn serve<A: Acceptor + 'static>(
     acceptor: A,
     ctx: Context,
@@ -115,22 +128,94 @@ pub async fn serve<A: Acceptor + 'static>(
     let relay = tokio::spawn(mambo_core::jobs::run_relay(ctx.clone(), async move {
         let _ = stop_rx.await;
     }));
+    let live = live::Hub::new(ctx.clone());
+    let app = app_with(ctx, live.clone());
+    live.start();
+    let hub = live.clone();
+    let shutdown = async move {
+        shutdown.await;
+        hub.close();
+    };
     let result = poem::Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(app(ctx), shutdown, Some(std::time::Duration::from_secs(10)))
+        .run_with_graceful_shutdown(app, shutdown, Some(std::time::Duration::from_secs(10)))
         .await;
+    live.close();
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), relay).await;
     result
 }
 
-/// Binds `host:port` and serves until `shutdown`.
+/// Binds `host:port` and serves until `shutdown`, with the open-file limit
+/// raised first ([`raise_open_file_limit`]).
 pub async fn serve_addr(
     ctx: Context,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    match raise_open_file_limit() {
+        Some(n) => tracing::info!(open_files = n, "open-file limit"),
+        None => tracing::info!("open-file limit: unlimited"),
+    }
     let addr = format!("{}:{}", ctx.config.host, ctx.config.port);
     let acceptor = TcpListener::bind(addr).into_acceptor().await?;
     serve(acceptor, ctx, shutdown).await
 }
 
 pub type SharedConfig = Arc<mambo_core::Config>;
+
+/// The most open files [`raise_open_file_limit`] asks for.
+pub const OPEN_FILES_CAP: u64 = 1 << 20;
+
+/// Raises the process's soft limit on open files to its hard limit (at most
+/// [`OPEN_FILES_CAP`]), as Go programs do at start: every open notification
+/// stream, like every keep-alive connection, holds a file descriptor, and
+/// the usual soft default of 1,024 is far below what one process serves.
+/// The hard limit itself is the platform's (`ulimit -Hn`, docker-compose's
+/// `ulimits`, systemd's `LimitNOFILE`). Returns the limit now in force
+/// (`None`: unlimited).
+#[cfg(unix)]
+pub fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let target = limit.maximum.unwrap_or(OPEN_FILES_CAP).min(OPEN_FILES_CAP);
+    match limit.current {
+        None => return None,
+        Some(current) if current >= target => return Some(current),
+        Some(_) => {}
+    }
+    let raised = Rlimit {
+        current: Some(target),
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => Some(target),
+        Err(e) => {
+            tracing::warn!(error = %e, "raising the open-file limit failed");
+            limit.current
+        }
+    }
+}
+
+/// Elsewhere the limit is left as it is.
+#[cfg(not(unix))]
+pub fn raise_open_file_limit() -> Option<u64> {
+    None
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use rustix::process::{Resource, getrlimit};
+
+    #[test]
+    fn the_soft_open_file_limit_is_raised_to_the_hard_limit() {
+        let before = getrlimit(Resource::Nofile);
+        let now = super::raise_open_file_limit();
+        assert_eq!(now, getrlimit(Resource::Nofile).current);
+        if let Some(soft) = before.current {
+            let target = before
+                .maximum
+                .unwrap_or(super::OPEN_FILES_CAP)
+                .min(super::OPEN_FILES_CAP);
+            assert_eq!(now, Some(soft.max(target)));
+        }
+    }
+}

@@ -143,8 +143,11 @@ fn mark_nullable(doc: &mut Value) {
                     {
                         if media_type.starts_with("text/event-stream") {
                             // Before OpenAPI 3.2 the schema of an event stream
-                            // describes one event (poem-openapi writes an array).
-                            media["schema"] = sse_event_schema();
+                            // describes one event (poem-openapi writes an array;
+                            // a payload that describes its own events is kept).
+                            if media["schema"]["format"] == "event-stream" {
+                                media["schema"] = sse_event_schema();
+                            }
                         } else if let Some(s) = media.get_mut("schema") {
                             walk(s);
                         }

@@ -189,6 +189,8 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
             "POST /api/notifications/unsubscribe",
             ["400", "400", "400", "400"],
         ),
+        // An endless event stream: `read` takes its first event.
+        ("GET /api/notifications/stream", USER),
         // --- payments: the caller's own subscription
         ("POST /api/payments/create-checkout-session", USER),
         // Rookie/incomplete subscriptions: nothing to update or cancel.
@@ -465,6 +467,30 @@ fn body(key: &str, f: &Fix, owner: &TestUser, n: &str) -> Option<Value> {
     })
 }
 
+/// (status, body) of a response; an event stream (which never ends) is
+/// read up to its first event.
+async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
+    let is_stream = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/event-stream"));
+    if !is_stream {
+        return json(resp).await;
+    }
+    let status = resp.status();
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !text.contains("data:") || !text.ends_with("\n\n") {
+        match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut body)).await {
+            Ok(Some(Ok(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            _ => break,
+        }
+    }
+    (status, Value::String(text))
+}
+
 fn matches(expect: &str, status: StatusCode) -> bool {
     let s = status.as_u16();
     match expect {
@@ -648,7 +674,7 @@ async fn every_operation_is_classified_and_authorized() {
                 let resp = req.send().await.unwrap();
                 calls += 1;
                 let www = resp.headers().get("www-authenticate").cloned();
-                let (status, value) = json(resp).await;
+                let (status, value) = read(resp).await;
                 let text = value.to_string();
                 if !matches(expect[i], status) {
                     failures.push(format!(

@@ -11,6 +11,7 @@ pub mod courses;
 pub mod health;
 pub mod mux;
 pub mod notifications;
+pub mod notifications_stream;
 pub mod payments;
 pub mod submissions;
 pub mod uploads;
