@@ -156,11 +156,19 @@ pub async fn ensure_account(
     let hash = crate::auth::hash_password(password.to_string()).await?;
     let email = normalize_email(email);
     let mut tx = pool.begin().await?;
-    let existing: Option<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
-        .bind(&email)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let id = match existing {
+    let existing: Option<(Uuid, String)> =
+        sqlx::query_as("SELECT id, role FROM users WHERE email = $1 FOR UPDATE")
+            .bind(&email)
+            .fetch_optional(&mut *tx)
+            .await?;
+    // A role given from the command line is an admin action of the system
+    // (N4.5): audited when it changes a role or creates a staff account.
+    let role_change = match &existing {
+        Some((_, old)) if old != role => Some(Some(old.clone())),
+        None if role != "student" => Some(None),
+        _ => None,
+    };
+    let id = match existing.map(|(id, _)| id) {
         Some(id) => {
             sqlx::query(
                 "UPDATE users SET role = $2, hashed_password = $3, updated_at = now() WHERE id = $1",
@@ -201,6 +209,22 @@ pub async fn ensure_account(
         .bind(id)
         .bind(tier)
         .execute(&mut *tx)
+        .await?;
+    }
+    if let Some(before) = role_change {
+        crate::audit::record(
+            &mut tx,
+            crate::audit::Entry {
+                actor_id: None,
+                action: crate::audit::action::USER_ROLE,
+                target_type: crate::audit::target::USER,
+                target_id: id.to_string(),
+                before: before.map(|r| serde_json::json!({ "role": r })),
+                after: Some(serde_json::json!({ "role": role })),
+                ip: None,
+                at: crate::Clock::system().now(),
+            },
+        )
         .await?;
     }
     tx.commit().await?;

@@ -1097,3 +1097,45 @@ async fn admin_video_actions_are_audited_and_a_students_own_are_not() {
     assert_eq!(cleared, None);
     app.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// Role changes from the command line
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn role_changes_by_the_command_line_are_audited_as_the_system() {
+    let app = TestApp::spawn_api_only().await;
+    let n = Uuid::new_v4().simple().to_string();
+    let email = format!("boss{}@example.com", &n[..10]);
+    let id = mambo_core::users::create_admin(app.db(), &email, "Passw0rd123", "Big", "Boss")
+        .await
+        .unwrap();
+    assert_eq!(audit_count(&app).await, 1);
+    let row = newest_audit(&app).await;
+    assert_eq!(row.actor_id, None);
+    assert_eq!(row.action, "user.role");
+    assert_eq!(row.target_type, "user");
+    assert_eq!(row.target_id, id.to_string());
+    assert_eq!(row.before, None);
+    assert_eq!(row.after, Some(json!({"role": "admin"})));
+    assert_eq!(row.ip, None);
+
+    // Again: the role does not change, nothing is audited.
+    mambo_core::users::create_admin(app.db(), &email, "Passw0rd123", "Big", "Boss")
+        .await
+        .unwrap();
+    assert_eq!(audit_count(&app).await, 1);
+
+    // A student promoted.
+    let student = app.student().await;
+    let got = mambo_core::users::create_admin(app.db(), &student.email, "Passw0rd123", "S", "T")
+        .await
+        .unwrap();
+    assert_eq!(got, student.id);
+    assert_eq!(audit_count(&app).await, 2);
+    let row = newest_audit(&app).await;
+    assert_eq!(row.target_id, student.id.to_string());
+    assert_eq!(row.before, Some(json!({"role": "student"})));
+    assert_eq!(row.after, Some(json!({"role": "admin"})));
+    app.stop().await;
+}
