@@ -38,6 +38,8 @@ pub mod action {
     pub const REPORT_RESOLVE: &str = "report.resolve";
     pub const USER_ROLE: &str = "user.role";
     pub const USER_DELETE: &str = "user.delete";
+    /// A broadcast email recorded and queued (or resumed) from the command line.
+    pub const BROADCAST_SEND: &str = "broadcast.send";
 }
 
 /// The target types.
@@ -50,6 +52,7 @@ pub mod target {
     pub const USER: &str = "user";
     pub const REPORT: &str = "report";
     pub const MUX_ASSET: &str = "mux_asset";
+    pub const BROADCAST: &str = "broadcast";
 }
 
 /// The admin who acts, from where and when: built once per request by the

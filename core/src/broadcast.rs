@@ -490,6 +490,28 @@ pub async fn prepare(ctx: &Context, req: &BroadcastRequest, dry_run: bool) -> Re
     .fetch_all(&mut *tx)
     .await?;
     enqueue_batches(&mut tx, broadcast_id, &batches).await?;
+    // Sending to an audience is an admin action of the system (the command
+    // line): one audit row per run that records or resumes the broadcast.
+    crate::audit::record(
+        &mut tx,
+        crate::audit::Entry {
+            actor_id: None,
+            action: crate::audit::action::BROADCAST_SEND,
+            target_type: crate::audit::target::BROADCAST,
+            target_id: broadcast_id.to_string(),
+            before: None,
+            after: Some(serde_json::json!({
+                "name": req.name,
+                "audience": req.audience.as_str(),
+                "resumed": !inserted,
+                "new_recipients": new_recipients,
+                "batches_queued": batches.len(),
+            })),
+            ip: None,
+            at: now,
+        },
+    )
+    .await?;
     tx.commit().await?;
     crate::jobs::wake_relay(ctx);
 

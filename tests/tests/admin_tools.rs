@@ -1139,3 +1139,41 @@ async fn role_changes_by_the_command_line_are_audited_as_the_system() {
     assert_eq!(row.after, Some(json!({"role": "admin"})));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn broadcasts_from_the_command_line_are_audited_as_the_system() {
+    use mambo_core::broadcast::{self, Audience, BroadcastRequest};
+    let app = TestApp::spawn_api_only().await;
+    let req = BroadcastRequest {
+        name: "launch.html".into(),
+        source: "{% block subject %}Hi {{ first_name }}{% endblock %}\n\
+                 {% block html %}<p>Hi</p>{% endblock %}\n\
+                 {% block text %}Hi{% endblock %}\n"
+            .into(),
+        audience: Audience::Students,
+        vars: Default::default(),
+    };
+    app.student().await;
+    // A dry run records nothing.
+    broadcast::prepare(&app.ctx, &req, true).await.unwrap();
+    assert_eq!(audit_count(&app).await, 0);
+    let plan = broadcast::prepare(&app.ctx, &req, false).await.unwrap();
+    let id = plan.broadcast_id.unwrap();
+    assert_eq!(audit_count(&app).await, 1);
+    let row = newest_audit(&app).await;
+    assert_eq!(row.actor_id, None);
+    assert_eq!(row.action, "broadcast.send");
+    assert_eq!(row.target_type, "broadcast");
+    assert_eq!(row.target_id, id.to_string());
+    assert_eq!(row.before, None);
+    let after = row.after.unwrap();
+    assert_eq!(after["name"], "launch.html");
+    assert_eq!(after["audience"], "students");
+    assert_eq!(after["resumed"], false);
+    assert_eq!(after["new_recipients"], 1);
+    // Resumed: another row.
+    broadcast::prepare(&app.ctx, &req, false).await.unwrap();
+    assert_eq!(audit_count(&app).await, 2);
+    assert_eq!(newest_audit(&app).await.after.unwrap()["resumed"], true);
+    app.stop().await;
+}
