@@ -7,7 +7,7 @@
 //! TRUNCATE) and kept for good; `actor_id` has no foreign key, so deleting a
 //! user leaves their trace.
 
-use crate::{Error, Result};
+use crate::Result;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -318,9 +318,4 @@ pub async fn list(db: &PgPool, filter: &Filter, skip: i64, limit: i64) -> Result
             created_at: r.created_at,
         })
         .collect())
-}
-
-/// A missing row for an audited write: the caller's "not found".
-pub fn require(row: Option<Value>, not_found: &str) -> Result<Value> {
-    row.ok_or_else(|| Error::not_found(not_found))
 }
