@@ -143,6 +143,9 @@ pub struct Config {
     pub worker_heartbeat_seconds: u64,
     /// Connections in each process's PostgreSQL pool (`DATABASE_POOL_SIZE`, 20).
     pub database_pool_size: u32,
+    /// Distinct users with an open report on a post or reply that hide it
+    /// until an admin decides (`REPORTS_TO_HIDE`, 3; N4.4).
+    pub reports_to_hide: i64,
     /// Heartbeats a worker may miss before it counts as dead and its in-flight
     /// jobs are queued again for the live workers (`WORKER_MISSED_HEARTBEATS`, 6:
     /// a killed worker's jobs run again within about a minute).
@@ -381,6 +384,7 @@ impl Config {
             economy_overrides,
             worker_heartbeat_seconds: positive("WORKER_HEARTBEAT_SECONDS", 10)?,
             database_pool_size: positive("DATABASE_POOL_SIZE", 20)?.min(1000) as u32,
+            reports_to_hide: positive("REPORTS_TO_HIDE", 3)? as i64,
             worker_missed_heartbeats: positive("WORKER_MISSED_HEARTBEATS", 6)?,
             daily_maintenance_schedule: get("DAILY_MAINTENANCE_SCHEDULE")
                 .unwrap_or_else(|| DEFAULT_DAILY_MAINTENANCE_SCHEDULE.into()),

@@ -40,6 +40,11 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
         ("GET /health", PUBLIC),
         // --- admin course builder: admin only
         ("GET /api/admin/courses", ADMIN),
+        ("GET /api/admin/moderation/reports", ADMIN),
+        (
+            "POST /api/admin/moderation/reports/{report_id}/resolve",
+            ADMIN,
+        ),
         ("POST /api/admin/courses", ADMIN),
         ("DELETE /api/admin/courses/{course_id}", ADMIN),
         ("GET /api/admin/courses/{course_id}", ADMIN),
@@ -142,6 +147,15 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
         ("POST /api/community/posts/{post_id}/save", USER),
         ("DELETE /api/community/posts/{post_id}/save", USER),
         ("GET /api/community/saved", USER),
+        // The owner may not report their own post, nor the other student their reply.
+        (
+            "POST /api/community/posts/{post_id}/report",
+            ["401", "400", "2xx", "2xx"],
+        ),
+        (
+            "POST /api/community/posts/{post_id}/replies/{reply_id}/report",
+            ["401", "2xx", "400", "2xx"],
+        ),
         ("GET /api/community/search", USER),
         ("GET /api/community/stats", PUBLIC),
         ("GET /api/community/tags", PUBLIC),
@@ -232,6 +246,8 @@ struct Fix {
     post: Uuid,
     reply: Uuid,
     submission: Uuid,
+    /// A resolved report by the other student on the owner's post.
+    report: Uuid,
     asset: String,
     playback: String,
     upload: String,
@@ -325,6 +341,16 @@ async fn fixtures(app: &TestApp, owner: &TestUser, other: &TestUser) -> Fix {
     .fetch_one(db)
     .await
     .unwrap();
+    let report: Uuid = sqlx::query_scalar(
+        "INSERT INTO content_reports (target_type, target_id, post_id, reporter_id, reason,
+                                      status, resolution, resolved_at)
+         VALUES ('post', $1, $1, $2, 'spam', 'resolved', 'dismiss', now()) RETURNING id",
+    )
+    .bind(post)
+    .bind(other.id)
+    .fetch_one(db)
+    .await
+    .unwrap();
     let upload = format!("up-{n}");
     sqlx::query(
         "INSERT INTO mux_uploads (upload_id, user_id, target_type, target_id)
@@ -347,6 +373,7 @@ async fn fixtures(app: &TestApp, owner: &TestUser, other: &TestUser) -> Fix {
         post,
         reply,
         submission,
+        report,
         asset,
         playback,
         upload,
@@ -360,6 +387,7 @@ fn fill_path(p: &str, f: &Fix, owner: &TestUser, username: &str) -> String {
         .replace("{lesson_id}", &f.lesson.to_string())
         .replace("{edge_id}", &f.edge.to_string())
         .replace("{submission_id}", &f.submission.to_string())
+        .replace("{report_id}", &f.report.to_string())
         .replace("{post_id}", &f.post.to_string())
         .replace("{reply_id}", &f.reply.to_string())
         .replace("{user_id}", &owner.id.to_string())
@@ -442,6 +470,11 @@ fn body(key: &str, f: &Fix, owner: &TestUser, n: &str) -> Option<Value> {
         "PUT /api/community/posts/{post_id}" => json!({"title": "Renamed routine"}),
         "POST /api/community/posts/{post_id}/react" => json!({"reaction_type": "fire"}),
         "POST /api/community/posts/{post_id}/replies" => json!({"content": "Me too"}),
+        "POST /api/community/posts/{post_id}/report"
+        | "POST /api/community/posts/{post_id}/replies/{reply_id}/report" => {
+            json!({"reason": "spam"})
+        }
+        "POST /api/admin/moderation/reports/{report_id}/resolve" => json!({"action": "dismiss"}),
         "PUT /api/community/posts/{post_id}/replies/{reply_id}" => json!({"content": "Edited"}),
         "POST /api/payments/create-checkout-session" => json!({
             "price_id": "price_perf", "success_url": "http://localhost:3000/ok",

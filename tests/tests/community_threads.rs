@@ -439,3 +439,388 @@ async fn saving_is_idempotent_and_the_saved_list_is_newest_first() {
     let (_, v) = call(&app, &fan, "GET", "/api/community/saved", None).await;
     assert_eq!(ids(&v), vec![p2]);
 }
+
+// ---------------------------------------------------------------------------
+// N4.4 Reports and moderation
+// ---------------------------------------------------------------------------
+
+async fn report(app: &TestApp, user: &TestUser, path: &str, reason: &str) -> (StatusCode, Value) {
+    call(
+        app,
+        user,
+        "POST",
+        &format!("{path}/report"),
+        Some(json!({"reason": reason, "note": "not nice"})),
+    )
+    .await
+}
+
+async fn feed_ids(app: &TestApp, user: &TestUser) -> Vec<String> {
+    let (s, v) = call(app, user, "GET", "/api/community/feed?limit=50", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    ids(&v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_is_taken_once_and_never_on_your_own_content() {
+    let app = TestApp::spawn_api_only().await;
+    let owner = rich(&app).await;
+    let fan = rich(&app).await;
+    let post = create_lab(&app, &owner, "Reported question").await;
+    let r = reply(&app, &fan, &post, "a reply", None).await;
+    let post_path = format!("/api/community/posts/{post}");
+    let reply_path = format!("{post_path}/replies/{r}");
+
+    let (s, v) = report(&app, &fan, &post_path, "spam").await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v, json!({"success": true}));
+    let (s, v) = report(&app, &fan, &post_path, "other").await;
+    assert_eq!((s, message(&v)), (StatusCode::CONFLICT, "Already reported"));
+    let (s, v) = report(&app, &owner, &post_path, "spam").await;
+    assert_eq!(
+        (s, message(&v)),
+        (
+            StatusCode::BAD_REQUEST,
+            "You cannot report your own content"
+        )
+    );
+    let (s, v) = report(&app, &owner, &reply_path, "harassment").await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = report(&app, &fan, &reply_path, "harassment").await;
+    assert_eq!(
+        (s, message(&v)),
+        (
+            StatusCode::BAD_REQUEST,
+            "You cannot report your own content"
+        )
+    );
+    // Input and ids.
+    let other = rich(&app).await;
+    let (s, _) = report(&app, &other, &post_path, "boring").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = call(
+        &app,
+        &other,
+        "POST",
+        &format!("{post_path}/report"),
+        Some(json!({"reason": "other", "note": "x".repeat(501)})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, v) = report(&app, &other, "/api/community/posts/nope", "spam").await;
+    assert_eq!((s, message(&v)), (StatusCode::NOT_FOUND, "Post not found"));
+    let (s, v) = report(&app, &other, &format!("{post_path}/replies/nope"), "spam").await;
+    assert_eq!((s, message(&v)), (StatusCode::NOT_FOUND, "Reply not found"));
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM content_reports")
+        .fetch_one(app.db())
+        .await
+        .unwrap();
+    assert_eq!(rows, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_reported_by_enough_users_is_hidden_from_everyone_but_its_author() {
+    let app = TestApp::spawn_api_only().await;
+    let owner = rich(&app).await;
+    let viewer = rich(&app).await;
+    let admin = app.admin().await;
+    let reporters = [rich(&app).await, rich(&app).await, rich(&app).await];
+    let post = create_lab(&app, &owner, "Zebra salsa question").await;
+    let other = create_lab(&app, &owner, "A fine question").await;
+    let post_path = format!("/api/community/posts/{post}");
+    // Saved and in the (cached) feed before it is hidden.
+    let (s, _) = call(&app, &viewer, "POST", &format!("{post_path}/save"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        feed_ids(&app, &viewer).await,
+        vec![other.clone(), post.clone()]
+    );
+
+    for (i, r) in reporters.iter().enumerate() {
+        let (s, v) = report(&app, r, &post_path, "inappropriate").await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let hidden: bool = sqlx::query_scalar("SELECT is_hidden FROM posts WHERE id = $1")
+            .bind(post.parse::<Uuid>().unwrap())
+            .fetch_one(app.db())
+            .await
+            .unwrap();
+        assert_eq!(hidden, i == 2, "hidden at the third distinct reporter");
+    }
+
+    // Everyone else: gone from the feed, search, detail and saved list, and
+    // out of reach for writes.
+    assert_eq!(feed_ids(&app, &viewer).await, vec![other.clone()]);
+    let (_, v) = call(&app, &viewer, "GET", "/api/community/search?q=zebra", None).await;
+    assert_eq!(v, json!([]));
+    let (s, v) = detail(&app, &viewer, &post).await;
+    assert_eq!(
+        (s, v),
+        (StatusCode::NOT_FOUND, json!({"detail": "Post not found"}))
+    );
+    let (_, v) = call(&app, &viewer, "GET", "/api/community/saved", None).await;
+    assert_eq!(v, json!([]));
+    for (method, path, body) in [
+        ("POST", format!("{post_path}/save"), None),
+        (
+            "POST",
+            format!("{post_path}/react"),
+            Some(json!({"reaction_type": "fire"})),
+        ),
+        (
+            "POST",
+            format!("{post_path}/replies"),
+            Some(json!({"content": "hi"})),
+        ),
+        (
+            "POST",
+            format!("{post_path}/report"),
+            Some(json!({"reason": "spam"})),
+        ),
+    ] {
+        let (s, v) = call(&app, &viewer, method, &path, body).await;
+        assert_eq!(
+            (s, message(&v)),
+            (StatusCode::NOT_FOUND, "Post not found"),
+            "{path}"
+        );
+    }
+
+    // The author and admins still see it, marked.
+    for who in [&owner, &admin] {
+        let (s, v) = detail(&app, who, &post).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["is_hidden"], true);
+    }
+    let (_, v) = call(&app, &owner, "GET", "/api/community/feed?limit=50", None).await;
+    assert_eq!(ids(&v), vec![other.clone(), post.clone()]);
+    assert_eq!(v[1]["is_hidden"], true);
+    assert_eq!(v[0]["is_hidden"], false);
+    let (_, v) = call(&app, &owner, "GET", "/api/community/search?q=zebra", None).await;
+    assert_eq!(ids(&v), vec![post.clone()]);
+    let (_, v) = call(&app, &admin, "GET", "/api/community/feed?limit=50", None).await;
+    assert!(ids(&v).contains(&post));
+
+    // A hidden reply: gone for others, marked for its author.
+    let other_path = format!("/api/community/posts/{other}");
+    let r = reply(&app, &viewer, &other, "rude reply", None).await;
+    for rep in &reporters {
+        let (s, v) = report(
+            &app,
+            rep,
+            &format!("{other_path}/replies/{r}"),
+            "harassment",
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let (_, v) = detail(&app, &owner, &other).await;
+    assert_eq!(v["replies"], json!([]));
+    let (_, v) = detail(&app, &viewer, &other).await;
+    assert_eq!(ids(&v["replies"]), vec![r.clone()]);
+    assert_eq!(v["replies"][0]["is_hidden"], true);
+    let (s, v) = call(
+        &app,
+        &owner,
+        "POST",
+        &format!("{other_path}/replies"),
+        Some(json!({"content": "x", "parent_reply_id": r})),
+    )
+    .await;
+    assert_eq!(
+        (s, message(&v)),
+        (StatusCode::BAD_REQUEST, "Invalid parent reply")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_resolve_reports_with_hide_unhide_dismiss_and_delete() {
+    let app = TestApp::spawn_api_only().await;
+    let owner = rich(&app).await;
+    let viewer = rich(&app).await;
+    let admin = app.admin().await;
+    let reporters = [rich(&app).await, rich(&app).await, rich(&app).await];
+    let post = create_lab(&app, &owner, "Moderated question").await;
+    let post_path = format!("/api/community/posts/{post}");
+    for r in &reporters {
+        report(&app, r, &post_path, "spam").await;
+    }
+    let queue = "/api/admin/moderation/reports";
+    let (s, v) = call(&app, &admin, "GET", queue, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v.as_array().unwrap().len(), 3);
+    let item = &v[0];
+    assert_eq!(item["target_type"], "post");
+    assert_eq!(item["target_id"], post);
+    assert_eq!(item["post_id"], post);
+    assert_eq!(item["reason"], "spam");
+    assert_eq!(item["note"], "not nice");
+    assert_eq!(item["reporter"]["id"], reporters[2].id.to_string());
+    assert_eq!(item["report_count"], 3);
+    assert_eq!(item["is_hidden"], true);
+    assert_eq!(item["status"], "open");
+    assert_eq!(item["resolved_at"], Value::Null);
+    assert_eq!(item["resolution"], Value::Null);
+    let report_id = item["id"].as_str().unwrap().to_string();
+    let resolve = |id: &str| format!("{queue}/{id}/resolve");
+
+    // Only admins; unknown, malformed, bad action.
+    let (s, _) = call(&app, &viewer, "GET", queue, None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = call(
+        &app,
+        &viewer,
+        "POST",
+        &resolve(&report_id),
+        Some(json!({"action": "unhide"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    for id in [Uuid::new_v4().to_string(), "nope".into()] {
+        let (s, v) = call(
+            &app,
+            &admin,
+            "POST",
+            &resolve(&id),
+            Some(json!({"action": "hide"})),
+        )
+        .await;
+        assert_eq!(
+            (s, v["detail"].clone()),
+            (StatusCode::NOT_FOUND, json!("Report not found"))
+        );
+    }
+    let (s, _) = call(
+        &app,
+        &admin,
+        "POST",
+        &resolve(&report_id),
+        Some(json!({"action": "ban"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = call(&app, &admin, "GET", &format!("{queue}?status=closed"), None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // unhide: every open report on the target is resolved, the post is back.
+    let (s, v) = call(
+        &app,
+        &admin,
+        "POST",
+        &resolve(&report_id),
+        Some(json!({"action": "unhide"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({"success": true}));
+    assert!(feed_ids(&app, &viewer).await.contains(&post));
+    let (_, v) = call(&app, &admin, "GET", queue, None).await;
+    assert_eq!(v, json!([]));
+    let (_, v) = call(
+        &app,
+        &admin,
+        "GET",
+        &format!("{queue}?status=resolved"),
+        None,
+    )
+    .await;
+    assert_eq!(v.as_array().unwrap().len(), 3);
+    assert_eq!(v[0]["resolution"], "unhide");
+    assert_eq!(v[0]["is_hidden"], false);
+    assert!(v[0]["resolved_at"].is_string());
+    let audits: Vec<(Option<Uuid>, String, Value)> = sqlx::query_as(
+        "SELECT actor_id, target_id, after FROM audit_log WHERE action = 'report.resolve'",
+    )
+    .fetch_all(app.db())
+    .await
+    .unwrap();
+    assert_eq!(audits.len(), 1);
+    assert_eq!(audits[0].0, Some(admin.id));
+    assert_eq!(audits[0].1, report_id);
+    assert_eq!(audits[0].2["action"], "unhide");
+    assert_eq!(audits[0].2["reports_resolved"], 3);
+
+    // The same users may report again; hide with a single report.
+    let (s, _) = report(&app, &reporters[0], &post_path, "other").await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (_, v) = call(&app, &admin, "GET", queue, None).await;
+    let id = v[0]["id"].as_str().unwrap().to_string();
+    let (s, _) = call(
+        &app,
+        &admin,
+        "POST",
+        &resolve(&id),
+        Some(json!({"action": "hide"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!feed_ids(&app, &viewer).await.contains(&post));
+
+    // dismiss: the content stays as it is.
+    let other = create_lab(&app, &owner, "Another question").await;
+    let other_path = format!("/api/community/posts/{other}");
+    report(&app, &viewer, &other_path, "spam").await;
+    let (_, v) = call(&app, &admin, "GET", queue, None).await;
+    let id = v[0]["id"].as_str().unwrap().to_string();
+    let (s, _) = call(
+        &app,
+        &admin,
+        "POST",
+        &resolve(&id),
+        Some(json!({"action": "dismiss"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(feed_ids(&app, &viewer).await.contains(&other));
+    let (_, v) = call(&app, &admin, "GET", queue, None).await;
+    assert_eq!(v, json!([]));
+
+    // delete a reply: as its author could (reply_count follows).
+    let r = reply(&app, &viewer, &other, "spammy reply", None).await;
+    assert_eq!(reply_count(&app, &owner, &other).await, 1);
+    report(&app, &owner, &format!("{other_path}/replies/{r}"), "spam").await;
+    let (_, v) = call(&app, &admin, "GET", queue, None).await;
+    assert_eq!(v[0]["target_type"], "reply");
+    assert_eq!(v[0]["target_id"], r);
+    let id = v[0]["id"].as_str().unwrap().to_string();
+    let (s, v) = call(
+        &app,
+        &admin,
+        "POST",
+        &resolve(&id),
+        Some(json!({"action": "delete"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(reply_count(&app, &owner, &other).await, 0);
+
+    // delete a post: gone for its author too, tag usage goes down.
+    let usage = || async {
+        sqlx::query_scalar::<_, i32>("SELECT usage_count FROM community_tags WHERE slug = 'timing'")
+            .fetch_one(app.db())
+            .await
+            .unwrap()
+    };
+    let before = usage().await;
+    report(&app, &viewer, &other_path, "spam").await;
+    let (_, v) = call(&app, &admin, "GET", queue, None).await;
+    let id = v[0]["id"].as_str().unwrap().to_string();
+    let (s, v) = call(
+        &app,
+        &admin,
+        "POST",
+        &resolve(&id),
+        Some(json!({"action": "delete"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _) = detail(&app, &owner, &other).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(usage().await, before - 1);
+    assert!(!feed_ids(&app, &owner).await.contains(&other));
+    let audits: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'report.resolve'")
+            .fetch_one(app.db())
+            .await
+            .unwrap();
+    assert_eq!(audits, 5);
+}

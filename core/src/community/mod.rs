@@ -11,6 +11,7 @@
 
 pub mod cache;
 mod feed;
+mod moderation;
 mod posts;
 mod reactions;
 mod replies;
@@ -21,9 +22,14 @@ mod slots;
 mod stats;
 mod tags;
 mod validation;
+mod visibility;
 mod write;
 
 pub use feed::{FeedQuery, feed};
+pub use moderation::{
+    NewReport, REPORT_REASONS, REPORT_STATUSES, RESOLVE_ACTIONS, ReportItem, Target, report,
+    reports, resolve,
+};
 pub use posts::{
     NewPost, PostUpdate, create_post, delete_post, ensure_post_author, post_detail, update_post,
 };
@@ -86,6 +92,8 @@ pub struct PostItem {
     pub user_reaction: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Hidden by moderation (N4.4): only its author and admins see it.
+    pub is_hidden: bool,
 }
 
 /// A reply (§3.0 ReplyItem).
@@ -101,6 +109,8 @@ pub struct ReplyItem {
     pub parent_reply_id: Option<Uuid>,
     /// A deleted reply that keeps its place for its children (`[deleted]`).
     pub is_deleted: bool,
+    /// Hidden by moderation (N4.4): only its author and admins see it.
+    pub is_hidden: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -6,14 +6,15 @@ use super::slots::slot_status_conn;
 use super::tags::{bump_tags, check_tags, dedup_tags};
 use super::validation::{Field, Validation};
 use super::write::{
-    after_post_write, badge_check, fail, insufficient, lock_post, lock_profiles, post_not_found,
+    LockedPost, after_post_write, badge_check, fail, insufficient, lock_post, lock_profiles,
+    post_not_found,
 };
 use super::{Done, FEEDBACK_TYPES, POST_TYPES, PostDetail, PostWritten};
 use crate::economy::{self, Amounts, reason};
 use crate::jobs::{self, MuxSyncAction, MuxSyncJob};
 use crate::{Context, Error, Result};
 use serde_json::{Value, json};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 /// `POST /api/community/posts`.
@@ -105,7 +106,7 @@ pub async fn post_detail(db: &PgPool, viewer: Uuid, post_id: Uuid) -> Result<Opt
     let Some(post) = load_post(&mut conn, viewer, post_id).await? else {
         return Ok(None);
     };
-    let replies = thread(&mut conn, post_id).await?;
+    let replies = thread(&mut conn, viewer, post_id).await?;
     Ok(Some(PostDetail { post, replies }))
 }
 
@@ -296,6 +297,22 @@ pub async fn delete_post(
     if post.user_id != user_id && !is_admin {
         return Err(fail(403, "You can only delete your own posts"));
     }
+    remove_post(&mut tx, post_id, &post).await?;
+    tx.commit().await?;
+    after_post_write(ctx).await;
+    Ok(Done {
+        message: "Post deleted".into(),
+    })
+}
+
+/// Deletes a locked post (the rights already checked): replies, reactions,
+/// saves and reports cascade, tag usage goes down, and the videos are
+/// removed at Mux by queued jobs. Shared with moderation.
+pub(super) async fn remove_post(
+    tx: &mut PgConnection,
+    post_id: Uuid,
+    post: &LockedPost,
+) -> Result<()> {
     let reply_assets: Vec<String> = sqlx::query_scalar(
         "DELETE FROM post_replies WHERE post_id = $1 AND mux_asset_id IS NOT NULL
          RETURNING mux_asset_id::text",
@@ -307,11 +324,11 @@ pub async fn delete_post(
         .bind(post_id)
         .execute(&mut *tx)
         .await?;
-    bump_tags(&mut tx, &dedup_tags(&post.tags), -1).await?;
+    bump_tags(tx, &dedup_tags(&post.tags), -1).await?;
     let assets = post.mux_asset_id.iter().chain(reply_assets.iter());
     for asset_id in assets {
         jobs::enqueue(
-            &mut tx,
+            tx,
             &MuxSyncJob {
                 action: MuxSyncAction::DeleteAsset {
                     asset_id: asset_id.clone(),
@@ -320,11 +337,7 @@ pub async fn delete_post(
         )
         .await?;
     }
-    tx.commit().await?;
-    after_post_write(ctx).await;
-    Ok(Done {
-        message: "Post deleted".into(),
-    })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Reactions (§4.9 "React", "Unreact").
 
 use super::validation::Validation;
-use super::write::{fail, insufficient, lock_post, lock_profiles, post_not_found};
+use super::write::{fail, insufficient, lock_post_for, lock_profiles};
 use super::{Done, REACTION_TYPES};
 use crate::economy::{self, Amounts, reason};
 use crate::jobs::{self, BadgeCheckJob};
@@ -52,9 +52,7 @@ pub async fn react(
     let amounts = Amounts::from_config(&ctx.config);
     let mut tx = ctx.db.begin().await?;
     // 1. The post (locked: reactions on one post are serialized).
-    let post = lock_post(&mut tx, post_id)
-        .await?
-        .ok_or_else(post_not_found)?;
+    let post = lock_post_for(&mut tx, post_id, user_id).await?;
     let owner = post.user_id;
     // The caller's reaction, read after the lock (a statement of its own: the
     // locking statement's snapshot predates a reaction committed while it
@@ -180,9 +178,7 @@ pub async fn react(
 /// Removes the caller's reaction. No refund; stats are untouched.
 pub async fn unreact(ctx: &Context, user_id: Uuid, post_id: Uuid) -> Result<Done> {
     let mut tx = ctx.db.begin().await?;
-    lock_post(&mut tx, post_id)
-        .await?
-        .ok_or_else(post_not_found)?;
+    lock_post_for(&mut tx, post_id, user_id).await?;
     let removed = sqlx::query("DELETE FROM post_reactions WHERE post_id = $1 AND user_id = $2")
         .bind(post_id)
         .bind(user_id)

@@ -3,7 +3,10 @@
 use super::reactions::bump_stat;
 use super::slots::slot_status_conn;
 use super::validation::Validation;
-use super::write::{badge_check, fail, insufficient, lock_post, lock_profiles, post_not_found};
+use super::visibility::{visible_sql, writable};
+use super::write::{
+    badge_check, fail, insufficient, lock_post, lock_post_for, lock_profiles, post_not_found,
+};
 use super::{Done, PostUser, ReplyItem, ReplyWritten};
 use crate::economy::{self, Amounts, PRO_SQL, reason};
 use crate::jobs::{self, MuxSyncAction, MuxSyncJob};
@@ -44,6 +47,7 @@ pub(super) struct ReplyRow {
     pub(super) created_at: DateTime<Utc>,
     pub(super) parent_reply_id: Option<Uuid>,
     pub(super) is_deleted: bool,
+    pub(super) is_hidden: bool,
     pub(super) first_name: String,
     pub(super) last_name: String,
     pub(super) avatar_url: Option<String>,
@@ -69,12 +73,14 @@ impl ReplyRow {
             created_at: self.created_at,
             parent_reply_id: self.parent_reply_id,
             is_deleted: self.is_deleted,
+            is_hidden: self.is_hidden,
         }
     }
 }
 
 pub(super) const REPLY_SELECT: &str = "SELECT rp.id, rp.user_id, rp.content, rp.mux_playback_id,
         rp.is_accepted_answer, rp.created_at, rp.parent_reply_id, rp.is_deleted,
+        rp.is_hidden,
         COALESCE(pr.first_name, 'Unknown') AS first_name,
         COALESCE(pr.last_name, 'User') AS last_name,
         pr.avatar_url, COALESCE(pr.level, 1) AS level,
@@ -109,16 +115,14 @@ pub async fn reply(
     input.validate()?;
     let amounts = Amounts::from_config(&ctx.config);
     let mut tx = ctx.db.begin().await?;
-    let post = lock_post(&mut tx, post_id)
-        .await?
-        .ok_or_else(post_not_found)?;
+    let post = lock_post_for(&mut tx, post_id, user_id).await?;
     if post.feedback_type == "hype" {
         return Err(fail(400, "Comments are disabled on this post (Hype mode)"));
     }
     // N4.1: the parent must be a live reply of this post; a reply to a nested
     // reply goes under the same top-level reply (two levels).
     let parent = match input.parent_reply_id {
-        Some(id) => Some(parent_of(&mut tx, post_id, id).await?),
+        Some(id) => Some(parent_of(&mut tx, post_id, id, user_id).await?),
         None => None,
     };
     lock_profiles(&mut tx, &[user_id]).await?;
@@ -219,7 +223,7 @@ pub async fn accept(
         match reply_id {
             Some(rid) => sqlx::query_as(
                 "SELECT user_id, is_accepted_answer, parent_reply_id IS NOT NULL FROM post_replies
-             WHERE id = $1 AND post_id = $2 AND NOT is_deleted",
+             WHERE id = $1 AND post_id = $2 AND NOT is_deleted AND NOT is_hidden",
             )
             .bind(rid)
             .bind(post_id)
@@ -296,16 +300,25 @@ pub async fn accept(
 
 /// The replies of a post: each top-level reply (the accepted answer first,
 /// then by `created_at`) followed by its children (by `created_at`). One query.
-pub(super) async fn thread(conn: &mut PgConnection, post_id: Uuid) -> Result<Vec<ReplyItem>> {
+/// A hidden reply (and the thread under a hidden top-level reply) is left out
+/// for everyone but its author and admins.
+pub(super) async fn thread(
+    conn: &mut PgConnection,
+    viewer: Uuid,
+    post_id: Uuid,
+) -> Result<Vec<ReplyItem>> {
     let sql = format!(
         "{} JOIN post_replies top ON top.id = COALESCE(rp.parent_reply_id, rp.id)
-         WHERE rp.post_id = $1
+         WHERE rp.post_id = $1 AND {} AND {}
          ORDER BY top.is_accepted_answer DESC, top.created_at, top.id,
                   rp.parent_reply_id IS NOT NULL, rp.created_at, rp.id",
-        reply_select()
+        reply_select(),
+        visible_sql("rp", "$2"),
+        visible_sql("top", "$2"),
     );
     let rows: Vec<ReplyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(post_id)
+        .bind(viewer)
         .fetch_all(&mut *conn)
         .await?;
     Ok(rows.into_iter().map(ReplyRow::into_item).collect())
@@ -323,21 +336,31 @@ struct Parent {
     author: Uuid,
 }
 
-/// `parent_id` must be a live reply of `post_id` (else 400 `Invalid parent
-/// reply`); a nested parent resolves to its own top-level parent. The caller
+/// `parent_id` must be a live reply of `post_id`, not hidden from `user_id`
+/// (else 400 `Invalid parent reply`); a nested parent resolves to its own top-level parent. The caller
 /// holds the post's lock, so the parent cannot go meanwhile.
-async fn parent_of(conn: &mut PgConnection, post_id: Uuid, parent_id: Uuid) -> Result<Parent> {
-    let row: Option<(Uuid, Option<Uuid>, Uuid, bool)> = sqlx::query_as(
-        "SELECT post_id, parent_reply_id, user_id, is_deleted FROM post_replies WHERE id = $1",
+async fn parent_of(
+    conn: &mut PgConnection,
+    post_id: Uuid,
+    parent_id: Uuid,
+    user_id: Uuid,
+) -> Result<Parent> {
+    let row: Option<(Uuid, Option<Uuid>, Uuid, bool, bool)> = sqlx::query_as(
+        "SELECT post_id, parent_reply_id, user_id, is_deleted, is_hidden
+         FROM post_replies WHERE id = $1",
     )
     .bind(parent_id)
     .fetch_optional(&mut *conn)
     .await?;
     match row {
-        Some((post, grand, author, false)) if post == post_id => Ok(Parent {
-            top: grand.unwrap_or(parent_id),
-            author,
-        }),
+        Some((post, grand, author, false, hidden))
+            if post == post_id && writable(hidden, author, user_id) =>
+        {
+            Ok(Parent {
+                top: grand.unwrap_or(parent_id),
+                author,
+            })
+        }
         _ => Err(fail(400, "Invalid parent reply")),
     }
 }
@@ -350,6 +373,7 @@ pub(super) struct LockedReply {
     pub(super) parent_reply_id: Option<Uuid>,
     pub(super) is_accepted_answer: bool,
     pub(super) mux_asset_id: Option<String>,
+    pub(super) is_hidden: bool,
 }
 
 /// The live reply `reply_id` of `post_id`, locked (the caller holds the
@@ -363,7 +387,7 @@ pub(super) async fn lock_reply(
         return Err(reply_not_found());
     };
     let row: Option<LockedReply> = sqlx::query_as(
-        "SELECT id, user_id, parent_reply_id, is_accepted_answer, mux_asset_id::text
+        "SELECT id, user_id, parent_reply_id, is_accepted_answer, mux_asset_id::text, is_hidden
          FROM post_replies WHERE id = $1 AND post_id = $2 AND NOT is_deleted FOR UPDATE",
     )
     .bind(reply_id)
@@ -510,6 +534,11 @@ pub(super) async fn remove_reply(
         };
         1 + parent
     };
+    // Its reports go with its content (a post's go by CASCADE).
+    sqlx::query("DELETE FROM content_reports WHERE target_type = 'reply' AND target_id = $1")
+        .bind(reply.id)
+        .execute(&mut *conn)
+        .await?;
     if removed > 0 {
         sqlx::query("UPDATE posts SET reply_count = GREATEST(0, reply_count - $2) WHERE id = $1")
             .bind(post_id)

@@ -1,6 +1,7 @@
 //! Reading posts as a viewer sees them: a fixed number of queries whatever
 //! the page size (D17). Shared by the feed, search, detail and writes.
 
+use super::visibility::{sees_hidden_sql, visible_sql};
 use super::{PostItem, PostUser};
 use crate::Result;
 use crate::economy::PRO_SQL;
@@ -13,7 +14,7 @@ use uuid::Uuid;
 pub(super) const POST_COLUMNS: &str =
     "p.id, p.user_id, p.post_type, p.title, p.body, p.mux_playback_id,
     p.video_duration_seconds, p.tags::text[] AS tags, p.is_wip, p.feedback_type, p.is_solved,
-    p.reaction_count, p.reply_count, p.created_at, p.updated_at,
+    p.reaction_count, p.reply_count, p.created_at, p.updated_at, p.is_hidden,
     COALESCE(pr.first_name, 'Unknown') AS first_name,
     COALESCE(pr.last_name, 'User') AS last_name,
     pr.avatar_url, COALESCE(pr.level, 1) AS level,
@@ -44,6 +45,7 @@ pub(super) struct PostRow {
     pub(super) reply_count: i32,
     pub(super) created_at: DateTime<Utc>,
     pub(super) updated_at: DateTime<Utc>,
+    pub(super) is_hidden: bool,
     pub(super) first_name: String,
     pub(super) last_name: String,
     pub(super) avatar_url: Option<String>,
@@ -77,6 +79,7 @@ impl PostRow {
             user_reaction,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            is_hidden: self.is_hidden,
         }
     }
 }
@@ -118,7 +121,7 @@ pub(super) async fn with_reactions(
         .collect())
 }
 
-/// One post as `viewer` sees it, or `None`.
+/// One post as `viewer` sees it, or `None` (also when it is hidden from them).
 pub(super) async fn load_post(
     conn: &mut PgConnection,
     viewer: Uuid,
@@ -127,8 +130,9 @@ pub(super) async fn load_post(
     let sql = format!(
         "SELECT {}, r.reaction_type AS user_reaction {POST_JOINS}
          LEFT JOIN post_reactions r ON r.post_id = p.id AND r.user_id = $2
-         WHERE p.id = $1",
-        post_columns()
+         WHERE p.id = $1 AND {}",
+        post_columns(),
+        visible_sql("p", "$2")
     );
     #[derive(sqlx::FromRow)]
     struct Row {
@@ -150,6 +154,8 @@ pub(super) struct ViewedRow {
     #[sqlx(flatten)]
     pub(super) post: PostRow,
     pub(super) user_reaction: Option<String>,
+    /// [`super::visibility::sees_hidden_sql`] for the viewer.
+    pub(super) viewer_sees_hidden: bool,
 }
 
 impl ViewedRow {
@@ -168,10 +174,11 @@ pub(super) async fn rows_by_ids(
         return Ok(vec![]);
     }
     let sql = format!(
-        "SELECT {}, r.reaction_type AS user_reaction {POST_JOINS}
+        "SELECT {}, r.reaction_type AS user_reaction, {} AS viewer_sees_hidden {POST_JOINS}
          LEFT JOIN post_reactions r ON r.post_id = p.id AND r.user_id = $2
          WHERE p.id = ANY($1)",
-        post_columns()
+        post_columns(),
+        sees_hidden_sql("$2")
     );
     let mut rows: HashMap<Uuid, ViewedRow> =
         sqlx::query_as::<_, ViewedRow>(sqlx::AssertSqlSafe(sql))

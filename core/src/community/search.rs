@@ -3,6 +3,7 @@
 use super::PostItem;
 use super::feed::{FeedQuery, blank_to_none};
 use super::rows::{POST_JOINS, PostRow, post_columns, with_reactions};
+use super::visibility::visible_sql;
 use crate::{Context, Result};
 use uuid::Uuid;
 
@@ -30,7 +31,7 @@ pub async fn search(
     let pattern = format!("%{}%", escape_like(text));
     let post_type = blank_to_none(&q.post_type);
     let type_filter = if post_type.is_some() {
-        "AND p.post_type = $5"
+        "AND p.post_type = $6"
     } else {
         ""
     };
@@ -41,16 +42,19 @@ pub async fn search(
                 OR EXISTS (SELECT 1 FROM unnest(p.tags) AS t(slug)
                            LEFT JOIN community_tags ct ON ct.slug = t.slug
                            WHERE t.slug ILIKE $3 OR ct.name ILIKE $3))
+           AND {}
            {type_filter}
          ORDER BY p.created_at DESC, p.id DESC
          OFFSET $1 LIMIT $2",
-        post_columns()
+        post_columns(),
+        visible_sql("p", "$5")
     );
     let mut query = sqlx::query_as::<_, PostRow>(sqlx::AssertSqlSafe(sql))
         .bind(q.skip)
         .bind(q.limit)
         .bind(&pattern)
-        .bind(text);
+        .bind(text)
+        .bind(viewer);
     if let Some(t) = post_type {
         query = query.bind(t);
     }

@@ -64,6 +64,7 @@ pub(super) struct LockedPost {
     pub(super) feedback_type: String,
     pub(super) tags: Vec<String>,
     pub(super) mux_asset_id: Option<String>,
+    pub(super) is_hidden: bool,
 }
 
 /// Locks the post row (first lock of every post write).
@@ -72,7 +73,8 @@ pub(super) async fn lock_post(
     post_id: Uuid,
 ) -> Result<Option<LockedPost>> {
     Ok(sqlx::query_as(
-        "SELECT user_id, title, post_type, feedback_type, tags::text[] AS tags, mux_asset_id
+        "SELECT user_id, title, post_type, feedback_type, tags::text[] AS tags, mux_asset_id,
+                is_hidden
          FROM posts WHERE id = $1 FOR UPDATE",
     )
     .bind(post_id)
@@ -97,4 +99,18 @@ pub(super) async fn badge_check(conn: &mut PgConnection, user_id: Uuid, stat: &s
 pub(super) async fn after_post_write(ctx: &Context) {
     jobs::wake_relay(ctx);
     cache::invalidate(ctx).await;
+}
+
+/// [`lock_post`] for a user's write on someone's post (react, reply,
+/// report): 404 `Post not found` when it does not exist or is hidden from
+/// `user_id` ([`super::visibility::writable`]).
+pub(super) async fn lock_post_for(
+    conn: &mut PgConnection,
+    post_id: Uuid,
+    user_id: Uuid,
+) -> Result<LockedPost> {
+    match lock_post(conn, post_id).await? {
+        Some(p) if super::visibility::writable(p.is_hidden, p.user_id, user_id) => Ok(p),
+        _ => Err(post_not_found()),
+    }
 }

@@ -54,6 +54,8 @@ pub struct PostItemOut {
     pub(super) user_reaction: Option<String>,
     pub(super) created_at: String,
     pub(super) updated_at: String,
+    /// Hidden by moderation: only its author and admins see it
+    pub(super) is_hidden: bool,
 }
 
 impl From<community::PostItem> for PostItemOut {
@@ -75,6 +77,7 @@ impl From<community::PostItem> for PostItemOut {
             user_reaction: p.user_reaction,
             created_at: ts(&p.created_at),
             updated_at: ts(&p.updated_at),
+            is_hidden: p.is_hidden,
         }
     }
 }
@@ -91,6 +94,8 @@ pub struct ReplyItemOut {
     pub(super) parent_reply_id: Option<String>,
     /// A deleted reply kept in place for its replies (`content` is `[deleted]`)
     pub(super) is_deleted: bool,
+    /// Hidden by moderation: only its author and admins see it
+    pub(super) is_hidden: bool,
 }
 
 impl From<community::ReplyItem> for ReplyItemOut {
@@ -104,6 +109,7 @@ impl From<community::ReplyItem> for ReplyItemOut {
             created_at: ts(&r.created_at),
             parent_reply_id: r.parent_reply_id.map(|id| id.to_string()),
             is_deleted: r.is_deleted,
+            is_hidden: r.is_hidden,
         }
     }
 }
@@ -258,6 +264,65 @@ pub struct SavedOut {
     pub(super) saved: bool,
 }
 
+/// `{reason, note?}` of a report.
+#[derive(Object, Debug)]
+pub struct ReportIn {
+    /// `spam`, `harassment`, `inappropriate` or `other`
+    pub(super) reason: String,
+    /// At most 500 characters
+    pub(super) note: Option<String>,
+}
+
+/// A report in the admin's moderation queue.
+#[derive(Object, Debug)]
+pub struct ReportItemOut {
+    pub(super) id: String,
+    /// `post` or `reply`
+    pub(super) target_type: String,
+    pub(super) target_id: String,
+    pub(super) post_id: String,
+    pub(super) reason: String,
+    pub(super) note: Option<String>,
+    pub(super) reporter: PostUserOut,
+    /// Reports on the same target with the same status
+    pub(super) report_count: i64,
+    /// Whether the target is hidden now
+    pub(super) is_hidden: bool,
+    /// `open` or `resolved`
+    pub(super) status: String,
+    pub(super) created_at: String,
+    pub(super) resolved_at: Option<String>,
+    /// `hide`, `unhide`, `dismiss` or `delete`
+    pub(super) resolution: Option<String>,
+}
+
+impl From<community::ReportItem> for ReportItemOut {
+    fn from(r: community::ReportItem) -> Self {
+        Self {
+            id: r.id.to_string(),
+            target_type: r.target_type,
+            target_id: r.target_id.to_string(),
+            post_id: r.post_id.to_string(),
+            reason: r.reason,
+            note: r.note,
+            reporter: r.reporter.into(),
+            report_count: r.report_count,
+            is_hidden: r.is_hidden,
+            status: r.status,
+            created_at: ts(&r.created_at),
+            resolved_at: r.resolved_at.as_ref().map(ts),
+            resolution: r.resolution,
+        }
+    }
+}
+
+/// `{action}` of a resolution.
+#[derive(Object, Debug)]
+pub struct ResolveIn {
+    /// `hide`, `unhide`, `dismiss` or `delete`
+    pub(super) action: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +357,7 @@ mod tests {
                 user_reaction: opt("fire"),
                 created_at: "2026-11-27T10:00:00.123456".into(),
                 updated_at: "2026-11-27T10:00:00".into(),
+                is_hidden: some,
             };
             assert_same_json(&vec![post.clone()]);
             assert_same_json(&PostDetailOut {
@@ -305,6 +371,7 @@ mod tests {
                     created_at: "2026-11-27T10:00:00".into(),
                     parent_reply_id: opt("r0"),
                     is_deleted: !some,
+                    is_hidden: !some,
                 }],
             });
         }
