@@ -1177,3 +1177,35 @@ async fn broadcasts_from_the_command_line_are_audited_as_the_system() {
     assert_eq!(newest_audit(&app).await.after.unwrap()["resumed"], true);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn each_audit_filter_has_an_index() {
+    let app = TestApp::spawn_api_only().await;
+    let mut conn = app.db().acquire().await.unwrap();
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    for (filter, index) in [
+        ("true", "audit_log_newest_idx"),
+        (
+            "actor_id = '00000000-0000-0000-0000-000000000001'",
+            "audit_log_actor_idx",
+        ),
+        ("action = 'course.update'", "audit_log_action_idx"),
+        ("target_type = 'lesson'", "audit_log_target_idx"),
+        ("target_id = 'x'", "audit_log_target_id_idx"),
+    ] {
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN SELECT * FROM audit_log WHERE {filter}
+             ORDER BY created_at DESC, id DESC LIMIT 50"
+        )))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        let plan = plan.join("\n");
+        assert!(plan.contains(index), "{filter}: {plan}");
+    }
+    drop(conn);
+    app.stop().await;
+}
