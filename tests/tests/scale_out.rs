@@ -398,6 +398,50 @@ async fn a_write_through_one_api_is_read_at_once_through_the_other() {
     assert_eq!(p["reply_count"], 1);
     assert_eq!(p["replies"][0]["content"], "Clean spins!");
 
+    // Reply edit through A, seen through B.
+    let reply_id = p["replies"][0]["id"].as_str().unwrap().to_string();
+    let (s, v) = call(
+        &a,
+        reqwest::Method::PUT,
+        &format!("/api/community/posts/{post_id}/replies/{reply_id}"),
+        Some(&fan),
+        Some(json!({"content": "Clean spins, edited"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, p) = get(&b, &format!("/api/community/posts/{post_id}"), &fan).await;
+    assert_eq!(p["replies"][0]["content"], "Clean spins, edited");
+
+    // Moderation through one API, the (cached) feed of the other follows:
+    // hidden, shown again, deleted (N4.4).
+    let (_, feed) = get(&b, "/api/community/feed", &fan).await;
+    assert_eq!(feed[0]["id"], json!(post_id));
+    let (s, v) = post(
+        &a,
+        &format!("/api/community/posts/{post_id}/report"),
+        &fan,
+        json!({"reason": "spam"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (_, queue) = get(&a, "/api/admin/moderation/reports", &admin).await;
+    let report_id = queue[0]["id"].as_str().unwrap().to_string();
+    let resolve = format!("/api/admin/moderation/reports/{report_id}/resolve");
+    let (s, v) = post(&a, &resolve, &admin, json!({"action": "hide"})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, feed) = get(&b, "/api/community/feed", &fan).await;
+    assert_eq!(feed, json!([]), "B's feed drops the post hidden through A");
+    let (_, feed) = get(&a, "/api/community/feed", &fan).await;
+    assert_eq!(feed, json!([]));
+    let (s, v) = post(&b, &resolve, &admin, json!({"action": "unhide"})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, feed) = get(&a, "/api/community/feed", &fan).await;
+    assert_eq!(feed[0]["id"], json!(post_id), "A's feed shows it again");
+    let (s, v) = post(&a, &resolve, &admin, json!({"action": "delete"})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, feed) = get(&b, "/api/community/feed", &fan).await;
+    assert_eq!(feed, json!([]), "B's feed drops the post deleted through A");
+
     // Daily claim through A: B's wallet has it, and B refuses a second claim.
     let (s, claim) = call(
         &a,
