@@ -7,7 +7,27 @@
 //! increments) and the queued jobs (outbox) commit together or not at all.
 //!
 //! Lock order, to keep concurrent writes free of deadlocks: the post row first
-//! (`FOR UPDATE`), then user profiles in ascending `user_id` order.
+//! (`FOR UPDATE`), then the reply row, then user profiles in ascending
+//! `user_id` order.
+//!
+//! Threads and moderation (API-NEXT.md N4, issue 17):
+//! - `posts.reply_count` is the number of the post's rows in `post_replies`:
+//!   every reply that was not removed, `[deleted]` placeholders and hidden
+//!   replies included. Each write that adds or removes a row changes it in
+//!   the same transaction (a placeholder left without children goes with its
+//!   last child).
+//! - Hidden content is decided in one place, `visibility`: shown to its
+//!   author and admins (`is_hidden: true`), absent (404 / left out) for
+//!   everyone else, reads and writes alike.
+//! - Errors of the community routes keep the community write shape
+//!   (`detail: {success: false, message}`); the admin moderation routes use
+//!   the plain `detail` string of the admin area.
+//!
+//! One file per part: `posts`, `replies` (threads, edit, delete, accept),
+//! `reactions`, `feed` (and its `cache`), `search`, `saved`, `moderation`
+//! (reports, the queue, resolve), `visibility`, `rows` (reading posts as a
+//! viewer sees them), `tags`, `stats`, `slots`, `validation`, `write` (what
+//! every write shares).
 
 pub mod cache;
 mod feed;

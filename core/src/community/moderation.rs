@@ -357,3 +357,27 @@ pub async fn resolve(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_input_rules() {
+        let ok = NewReport {
+            reason: "spam".into(),
+            note: Some("x".repeat(500)),
+        };
+        assert!(ok.validate().is_ok());
+        let long = NewReport {
+            note: Some("x".repeat(501)),
+            ..ok.clone()
+        };
+        assert_eq!(long.validate().unwrap_err().status(), 422);
+        let bad = NewReport {
+            reason: "boring".into(),
+            note: None,
+        };
+        assert_eq!(bad.validate().unwrap_err().status(), 422);
+    }
+}

@@ -100,7 +100,8 @@ impl PostUpdate {
     }
 }
 
-/// A post with its replies (N4.1 order, see [`thread`]): two queries.
+/// A post with its replies (N4.1 order: each top-level reply, the accepted
+/// answer first then by `created_at`, followed by its children): two queries.
 pub async fn post_detail(db: &PgPool, viewer: Uuid, post_id: Uuid) -> Result<Option<PostDetail>> {
     let mut conn = db.acquire().await?;
     let Some(post) = load_post(&mut conn, viewer, post_id).await? else {

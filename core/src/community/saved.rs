@@ -64,7 +64,7 @@ pub async fn unsave(ctx: &Context, user_id: Uuid, post_id: Uuid) -> Result<()> {
 /// The viewer's saved posts, most recently saved first: the page's ids (an
 /// index range of `saved_posts_user_newest_idx`), then the rows as the feed
 /// loads them. Two queries whatever the page size. Hidden posts are left
-/// out unless the viewer may see them ([`super::visibility`]).
+/// out unless the viewer may see them (the `visibility` rule).
 pub async fn saved(ctx: &Context, viewer: Uuid, skip: i64, limit: i64) -> Result<Vec<PostItem>> {
     let mut conn = ctx.db.acquire().await?;
     let ids: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(

@@ -36,12 +36,13 @@ pub(super) fn sees_hidden_sql(viewer: &str) -> String {
 
 /// [`sees_hidden_sql`] on its own (for an empty page, which carries no row).
 pub(super) async fn sees_hidden_posts(conn: &mut PgConnection, viewer: Uuid) -> Result<bool> {
-    Ok(
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {}", sees_hidden_sql("$1"))))
-            .bind(viewer)
-            .fetch_one(&mut *conn)
-            .await?,
-    )
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT {}",
+        sees_hidden_sql("$1")
+    )))
+    .bind(viewer)
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
 /// For the write paths of ordinary users (react, reply, report, save): hidden
