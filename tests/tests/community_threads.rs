@@ -109,6 +109,9 @@ fn ids(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// (actor_id, action, target_id, before, after) of an audit row.
+type AuditRow = (Option<Uuid>, String, String, Option<Value>, Option<Value>);
+
 fn message(v: &Value) -> &str {
     v["detail"]["message"].as_str().unwrap_or_default()
 }
@@ -369,6 +372,46 @@ async fn replies_are_edited_and_deleted_by_their_author_or_an_admin() {
     assert_eq!(reply_count(&app, &owner, &post).await, 1);
     let (_, v) = detail(&app, &owner, &post).await;
     assert_eq!(ids(&v["replies"]), vec![b]);
+
+    // An admin's edit or delete of someone else's content leaves an audit
+    // row with the row before (and after); the authors' own leave none.
+    let audits: Vec<AuditRow> = sqlx::query_as(
+        "SELECT actor_id, action, target_id, before, after FROM audit_log
+             ORDER BY created_at, id",
+    )
+    .fetch_all(app.db())
+    .await
+    .unwrap();
+    let actions: Vec<(&str, &str)> = audits
+        .iter()
+        .map(|a| (a.1.as_str(), a.2.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![("reply.update", a.as_str()), ("reply.delete", a2.as_str())]
+    );
+    assert!(audits.iter().all(|a| a.0 == Some(admin.id)));
+    assert_eq!(audits[0].3.as_ref().unwrap()["content"], "edited");
+    assert_eq!(audits[0].4.as_ref().unwrap()["content"], "by admin");
+    assert_eq!(audits[1].3.as_ref().unwrap()["content"], "child two");
+    assert_eq!(audits[1].4, None);
+    let (s, _) = call(
+        &app,
+        &admin,
+        "DELETE",
+        &format!("/api/community/posts/{post}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (action, before): (String, Value) =
+        sqlx::query_as("SELECT action, before FROM audit_log WHERE target_id = $1")
+            .bind(&post)
+            .fetch_one(app.db())
+            .await
+            .unwrap();
+    assert_eq!(action, "post.delete");
+    assert_eq!(before["title"], "Edits");
 }
 
 // ---------------------------------------------------------------------------

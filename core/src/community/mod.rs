@@ -54,7 +54,10 @@ pub use posts::{
     NewPost, PostUpdate, create_post, delete_post, ensure_post_author, post_detail, update_post,
 };
 pub use reactions::{react, unreact, validate_reaction_type};
-pub use replies::{NewReply, accept, delete_reply, ensure_reply_editor, reply, update_reply};
+pub use replies::{
+    AUDIT_POST_DELETE, AUDIT_REPLY_DELETE, AUDIT_REPLY_UPDATE, NewReply, accept, delete_reply,
+    ensure_reply_editor, reply, update_reply,
+};
 pub use saved::{save, saved, unsave};
 pub use search::{escape_like, search};
 pub use slots::{

@@ -1,6 +1,6 @@
 //! Posts: create, edit, delete, and the detail page.
 
-use super::replies::thread;
+use super::replies::{AUDIT_POST_DELETE, snapshot, thread};
 use super::rows::load_post;
 use super::slots::slot_status_conn;
 use super::tags::{bump_tags, check_tags, dedup_tags};
@@ -10,6 +10,7 @@ use super::write::{
     post_not_found,
 };
 use super::{Done, FEEDBACK_TYPES, POST_TYPES, PostDetail, PostWritten};
+use crate::audit::{self, Actor};
 use crate::economy::{self, Amounts, reason};
 use crate::jobs::{self, MuxSyncAction, MuxSyncJob};
 use crate::{Context, Error, Result};
@@ -285,20 +286,36 @@ pub async fn update_post(
 
 /// Deletes a post (owner or admin). Replies and reactions cascade, tag usage
 /// goes down, and the post's videos are removed at Mux by a queued job.
+/// `admin` is the acting admin when the caller is one: an admin's delete of
+/// someone else's post writes an audit row (`post.delete`).
 pub async fn delete_post(
     ctx: &Context,
     user_id: Uuid,
-    is_admin: bool,
+    admin: Option<Actor>,
     post_id: Uuid,
 ) -> Result<Done> {
     let mut tx = ctx.db.begin().await?;
     let post = lock_post(&mut tx, post_id)
         .await?
         .ok_or_else(post_not_found)?;
-    if post.user_id != user_id && !is_admin {
+    if post.user_id != user_id && admin.is_none() {
         return Err(fail(403, "You can only delete your own posts"));
     }
+    let audited = admin.filter(|_| post.user_id != user_id);
+    let before = match audited {
+        Some(_) => snapshot(&mut tx, "posts", post_id).await?,
+        None => None,
+    };
     remove_post(&mut tx, post_id, &post).await?;
+    if let Some(actor) = audited {
+        audit::record(
+            &mut tx,
+            actor
+                .entry(AUDIT_POST_DELETE, "post", post_id)
+                .before(before),
+        )
+        .await?;
+    }
     tx.commit().await?;
     after_post_write(ctx).await;
     Ok(Done {

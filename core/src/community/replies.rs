@@ -8,6 +8,7 @@ use super::write::{
     badge_check, fail, insufficient, lock_post, lock_post_for, lock_profiles, post_not_found,
 };
 use super::{Done, PostUser, ReplyItem, ReplyWritten};
+use crate::audit::{self, Actor};
 use crate::economy::{self, Amounts, PRO_SQL, reason};
 use crate::jobs::{self, MuxSyncAction, MuxSyncJob};
 use crate::notifications;
@@ -436,10 +437,12 @@ pub async fn ensure_reply_editor(
 
 /// `PUT /posts/{post_id}/replies/{reply_id}` `{content}`: the author or an
 /// admin edits the text (1 to 2000 characters).
+/// `admin` is the acting admin when the caller is one: an admin's edit of
+/// someone else's reply writes an audit row (`reply.update`).
 pub async fn update_reply(
     ctx: &Context,
     user_id: Uuid,
-    is_admin: bool,
+    admin: Option<Actor>,
     post_id: Uuid,
     reply_id: Option<Uuid>,
     content: String,
@@ -449,30 +452,71 @@ pub async fn update_reply(
         .await?
         .ok_or_else(post_not_found)?;
     let reply = lock_reply(&mut tx, post_id, reply_id).await?;
-    if reply.user_id != user_id && !is_admin {
+    if reply.user_id != user_id && admin.is_none() {
         return Err(not_authorized());
     }
     let mut v = Validation::new();
     v.string_len(&["body", "content"], &content, 1, 2000);
     v.finish()?;
+    let audited = admin.filter(|_| reply.user_id != user_id);
+    let before = match audited {
+        Some(_) => snapshot(&mut tx, "post_replies", reply.id).await?,
+        None => None,
+    };
     sqlx::query("UPDATE post_replies SET content = $2 WHERE id = $1")
         .bind(reply.id)
         .bind(&content)
         .execute(&mut *tx)
         .await?;
+    if let Some(actor) = audited {
+        let after = snapshot(&mut tx, "post_replies", reply.id).await?;
+        audit::record(
+            &mut tx,
+            actor
+                .entry(AUDIT_REPLY_UPDATE, "reply", reply.id)
+                .before(before)
+                .after(after),
+        )
+        .await?;
+    }
     let item = load_reply(&mut tx, reply.id).await?;
     tx.commit().await?;
     Ok(item)
+}
+
+/// Audit actions of admins on someone else's community content (N4.5).
+pub const AUDIT_REPLY_UPDATE: &str = "reply.update";
+pub const AUDIT_REPLY_DELETE: &str = "reply.delete";
+pub const AUDIT_POST_DELETE: &str = "post.delete";
+
+/// A post's or reply's row as JSON, for the `before`/`after` of an audit row.
+pub(super) async fn snapshot(
+    conn: &mut PgConnection,
+    table: &'static str,
+    id: Uuid,
+) -> Result<Option<serde_json::Value>> {
+    let table = match table {
+        "posts" => "posts",
+        _ => "post_replies",
+    };
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT to_jsonb(t) FROM {table} t WHERE t.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?)
 }
 
 /// `DELETE /posts/{post_id}/replies/{reply_id}` (the author or an admin).
 /// An accepted answer stays (400). A reply with children keeps its place as
 /// `[deleted]`; one without is removed, and so is its parent when that was a
 /// placeholder left with no children. `reply_count` follows the rows.
+/// An admin's delete of someone else's reply writes an audit row
+/// (`reply.delete`).
 pub async fn delete_reply(
     ctx: &Context,
     user_id: Uuid,
-    is_admin: bool,
+    admin: Option<Actor>,
     post_id: Uuid,
     reply_id: Option<Uuid>,
 ) -> Result<()> {
@@ -481,10 +525,26 @@ pub async fn delete_reply(
         .await?
         .ok_or_else(post_not_found)?;
     let reply = lock_reply(&mut tx, post_id, reply_id).await?;
-    if reply.user_id != user_id && !is_admin {
+    if reply.user_id != user_id && admin.is_none() {
         return Err(not_authorized());
     }
+    let audited = admin.filter(|_| reply.user_id != user_id);
+    let before = match audited {
+        Some(_) => snapshot(&mut tx, "post_replies", reply.id).await?,
+        None => None,
+    };
     remove_reply(&mut tx, post_id, &reply).await?;
+    if let Some(actor) = audited {
+        let after = snapshot(&mut tx, "post_replies", reply.id).await?;
+        audit::record(
+            &mut tx,
+            actor
+                .entry(AUDIT_REPLY_DELETE, "reply", reply.id)
+                .before(before)
+                .after(after),
+        )
+        .await?;
+    }
     tx.commit().await?;
     jobs::wake_relay(ctx);
     Ok(())

@@ -6,10 +6,12 @@ use crate::auth::UserAuth;
 use crate::deferred::LaterJson;
 use crate::error::{ApiError, ApiResult};
 use crate::fast_json::FastJson;
+use crate::routes::admin::audit_actor;
 use crate::state::AppState;
 use crate::types::parse_id;
 use mambo_core::Error as CoreError;
 use mambo_core::community::{self, Field};
+use poem::Request;
 use poem::web::Data;
 use poem_openapi::OpenApi;
 use poem_openapi::param::{Path, Query};
@@ -171,11 +173,13 @@ impl CommunityApi {
         &self,
         state: Data<&AppState>,
         auth: UserAuth,
+        req: &Request,
         post_id: Path<String>,
     ) -> ApiResult<Json<DoneOut>> {
         let id = write_post_id(&post_id.0)?;
         let user = auth.user();
-        let d = community::delete_post(&state.ctx, user.id, user.is_admin(), id).await?;
+        let admin = user.is_admin().then(|| audit_actor(&state, req, user));
+        let d = community::delete_post(&state.ctx, user.id, admin, id).await?;
         Ok(Json(d.into()))
     }
 

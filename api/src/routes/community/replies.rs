@@ -6,8 +6,10 @@ use super::shapes::*;
 use crate::auth::UserAuth;
 use crate::deferred::LaterJson;
 use crate::error::ApiResult;
+use crate::routes::admin::audit_actor;
 use crate::state::AppState;
 use mambo_core::community;
+use poem::Request;
 use poem::web::Data;
 use poem_openapi::OpenApi;
 use poem_openapi::param::Path;
@@ -74,6 +76,7 @@ impl RepliesApi {
         &self,
         state: Data<&AppState>,
         auth: UserAuth,
+        req: &Request,
         post_id: Path<String>,
         reply_id: Path<String>,
         body: LaterJson<UpdateReplyIn>,
@@ -84,15 +87,9 @@ impl RepliesApi {
         let user = auth.user();
         community::ensure_reply_editor(&state.ctx, user.id, user.is_admin(), id, reply_id).await?;
         let b = body.parse()?;
-        let r = community::update_reply(
-            &state.ctx,
-            user.id,
-            user.is_admin(),
-            id,
-            reply_id,
-            b.content,
-        )
-        .await?;
+        let admin = user.is_admin().then(|| audit_actor(&state, req, user));
+        let r =
+            community::update_reply(&state.ctx, user.id, admin, id, reply_id, b.content).await?;
         Ok(Json(r.into()))
     }
 
@@ -106,13 +103,15 @@ impl RepliesApi {
         &self,
         state: Data<&AppState>,
         auth: UserAuth,
+        req: &Request,
         post_id: Path<String>,
         reply_id: Path<String>,
     ) -> ApiResult<Json<SuccessOut>> {
         let id = write_post_id(&post_id.0)?;
         let reply_id = Uuid::parse_str(reply_id.0.trim()).ok();
         let user = auth.user();
-        community::delete_reply(&state.ctx, user.id, user.is_admin(), id, reply_id).await?;
+        let admin = user.is_admin().then(|| audit_actor(&state, req, user));
+        community::delete_reply(&state.ctx, user.id, admin, id, reply_id).await?;
         Ok(Json(SuccessOut { success: true }))
     }
 }
