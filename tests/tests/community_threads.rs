@@ -867,3 +867,41 @@ async fn admins_resolve_reports_with_hide_unhide_dismiss_and_delete() {
             .unwrap();
     assert_eq!(audits, 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolved_reports_are_kept_a_year_and_open_ones_until_resolved() {
+    let app = TestApp::spawn_api_only().await;
+    let owner = rich(&app).await;
+    let fan = rich(&app).await;
+    let post: Uuid = create_lab(&app, &owner, "Old question")
+        .await
+        .parse()
+        .unwrap();
+    for (status, days) in [("resolved", 400), ("resolved", 300), ("open", 400)] {
+        sqlx::query(
+            "INSERT INTO content_reports (target_type, target_id, post_id, reporter_id, reason,
+                                          status, created_at)
+             VALUES ('post', $1, $1, $2, 'spam', $3, now() - make_interval(days => $4))",
+        )
+        .bind(post)
+        .bind(if status == "open" { fan.id } else { owner.id })
+        .bind(status)
+        .bind(days)
+        .execute(app.db())
+        .await
+        .unwrap();
+    }
+    let deleted = mambo_core::community::prune_reports(app.db(), chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let left: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT status::text, (now()::date - created_at::date) FROM content_reports
+         ORDER BY created_at",
+    )
+    .fetch_all(app.db())
+    .await
+    .unwrap();
+    assert_eq!(left.len(), 2);
+    assert!(left.iter().any(|(s, _)| s == "open"));
+}

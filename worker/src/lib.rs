@@ -597,17 +597,21 @@ async fn scheduled_task(
 /// The daily scheduled job (00:05 UTC by default). Idempotent: several worker
 /// processes may each run it. Relays any stuck outbox rows, deletes relayed
 /// outbox rows older than a week ([`jobs::maintain_outbox`]), resets broken
-/// streaks ([`streaks::reset_broken_streaks`]) and deletes read notifications
-/// older than 90 days and all older than 365 ([`notifications::prune`]).
+/// streaks ([`streaks::reset_broken_streaks`]), deletes read notifications
+/// older than 90 days and all older than 365 ([`notifications::prune`]) and
+/// resolved content reports older than 365 days
+/// ([`mambo_core::community::prune_reports`]).
 pub async fn daily_maintenance(ctx: &Context) -> mambo_core::Result<()> {
     let outbox = jobs::maintain_outbox(ctx).await?;
     let streaks_reset = streaks::reset_broken_streaks(ctx).await?;
     let notifications_deleted = notifications::prune(&ctx.db, ctx.clock.now()).await?;
+    let reports_deleted = mambo_core::community::prune_reports(&ctx.db, ctx.clock.now()).await?;
     tracing::info!(
         relayed = outbox.relayed,
         deleted = outbox.deleted,
         streaks_reset,
         notifications_deleted,
+        reports_deleted,
         "daily maintenance done"
     );
     Ok(())

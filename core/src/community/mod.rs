@@ -47,8 +47,8 @@ mod write;
 
 pub use feed::{FeedQuery, feed};
 pub use moderation::{
-    NewReport, REPORT_REASONS, REPORT_STATUSES, RESOLVE_ACTIONS, ReportItem, Target, report,
-    reports, resolve,
+    KEEP_RESOLVED_REPORTS_DAYS, NewReport, REPORT_REASONS, REPORT_STATUSES, RESOLVE_ACTIONS,
+    ReportItem, Target, prune_reports, report, reports, resolve,
 };
 pub use posts::{
     NewPost, PostUpdate, create_post, delete_post, ensure_post_author, post_detail, update_post,

@@ -358,6 +358,22 @@ pub async fn resolve(
     Ok(())
 }
 
+/// Resolved reports are kept this long (counted from the report), then the
+/// daily maintenance deletes them; the audit log keeps the decisions.
+pub const KEEP_RESOLVED_REPORTS_DAYS: i64 = 365;
+
+/// The daily maintenance's part: deletes resolved reports older than
+/// [`KEEP_RESOLVED_REPORTS_DAYS`] (`content_reports_queue_idx`). Open
+/// reports stay until an admin resolves them. Returns the rows deleted.
+pub async fn prune_reports(db: &sqlx::PgPool, now: DateTime<Utc>) -> Result<u64> {
+    let r =
+        sqlx::query("DELETE FROM content_reports WHERE status = 'resolved' AND created_at < $1")
+            .bind(now - chrono::Duration::days(KEEP_RESOLVED_REPORTS_DAYS))
+            .execute(db)
+            .await?;
+    Ok(r.rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
