@@ -905,3 +905,53 @@ async fn resolved_reports_are_kept_a_year_and_open_ones_until_resolved() {
     assert_eq!(left.len(), 2);
     assert!(left.iter().any(|(s, _)| s == "open"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reports_hide_at_the_threshold_and_counts_stay_exact() {
+    let app = TestApp::spawn_with_vars(&[("REPORTS_TO_HIDE", "5")]).await;
+    let owner = rich(&app).await;
+    let post = create_lab(&app, &owner, "Busy question").await;
+    let path = format!("/api/community/posts/{post}");
+    let mut users = vec![];
+    for _ in 0..8 {
+        users.push(rich(&app).await);
+    }
+    // Each user reports and replies, all at the same time: the fifth report
+    // hides the post, and from then on it is not found for them.
+    let reports = futures::future::join_all(
+        users
+            .iter()
+            .map(|u| async { report(&app, u, &path, "spam").await.0 }),
+    );
+    let replies = futures::future::join_all(users.iter().map(|u| async {
+        call(
+            &app,
+            u,
+            "POST",
+            &format!("{path}/replies"),
+            Some(json!({"content": "me too"})),
+        )
+        .await
+        .0
+    }));
+    let (reports, replies) = futures::join!(reports, replies);
+    let count = |v: &[StatusCode], s: StatusCode| v.iter().filter(|x| **x == s).count();
+    assert_eq!(count(&reports, StatusCode::CREATED), 5, "{reports:?}");
+    assert_eq!(count(&reports, StatusCode::NOT_FOUND), 3, "{reports:?}");
+    let replied = count(&replies, StatusCode::OK);
+    assert_eq!(
+        replied + count(&replies, StatusCode::NOT_FOUND),
+        8,
+        "{replies:?}"
+    );
+    let (open, hidden): (i64, bool) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM content_reports WHERE status = 'open'), is_hidden
+         FROM posts WHERE id = $1",
+    )
+    .bind(post.parse::<Uuid>().unwrap())
+    .fetch_one(app.db())
+    .await
+    .unwrap();
+    assert_eq!((open, hidden), (5, true));
+    assert_eq!(reply_count(&app, &owner, &post).await, replied as i64);
+}
