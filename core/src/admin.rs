@@ -79,6 +79,12 @@ fn non_negative(field: &str, value: Option<i32>) -> Result<()> {
     }
 }
 
+/// The largest distance from the origin of a level on the skill-tree canvas.
+/// Far beyond any drawing, and small enough that every value survives a JSON
+/// round trip exactly (the audit log stores rows as jsonb).
+pub const MAX_POSITION: f64 = 1_000_000.0;
+
+/// A skill-tree coordinate: finite and within ±[`MAX_POSITION`].
 fn finite(field: &str, value: Option<f64>) -> Result<()> {
     match value {
         Some(v) if !v.is_finite() => Err(Error::validation(
@@ -86,6 +92,18 @@ fn finite(field: &str, value: Option<f64>) -> Result<()> {
             "Input should be a finite number",
             "finite_number",
             json!(null),
+        )),
+        Some(v) if v > MAX_POSITION => Err(Error::validation(
+            &["body", field],
+            "Input should be less than or equal to 1000000",
+            "less_than_equal",
+            json!(v),
+        )),
+        Some(v) if v < -MAX_POSITION => Err(Error::validation(
+            &["body", field],
+            "Input should be greater than or equal to -1000000",
+            "greater_than_equal",
+            json!(v),
         )),
         _ => Ok(()),
     }

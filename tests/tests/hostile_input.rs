@@ -644,6 +644,37 @@ fn cases(f: &Fix) -> Vec<Case> {
             br#"{"x_position": 1e309, "y_position": 0}"#.to_vec(),
         ),
     ));
+    // The largest finite float: it used to pass validation and then fail the
+    // audit row's jsonb round trip (a 500 the seeded fuzz found).
+    for (name, raw) in [
+        (
+            "x_position f64::MAX",
+            r#"{"x_position": 1.7976931348623157e308, "y_position": 0}"#,
+        ),
+        (
+            "y_position -f64::MAX",
+            r#"{"x_position": 0, "y_position": -1.7976931348623157e308}"#,
+        ),
+        (
+            "x_position 1000001",
+            r#"{"x_position": 1000001, "y_position": 0}"#,
+        ),
+    ] {
+        out.push(case(
+            name,
+            "PUT",
+            &format!("/api/admin/levels/{}/position", f.level),
+            a,
+            Body::Raw("application/json", raw.as_bytes().to_vec()),
+        ));
+        out.push(case(
+            &format!("{name} (level update)"),
+            "PUT",
+            &format!("/api/admin/levels/{}", f.level),
+            a,
+            Body::Raw("application/json", raw.as_bytes().to_vec()),
+        ));
+    }
     out.push(case(
         "x_position -1e999",
         "PUT",
