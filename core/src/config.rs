@@ -120,6 +120,10 @@ pub struct Config {
     pub stripe_webhook_secret: Option<Secret>,
     pub advanced_price_id: String,
     pub performer_price_id: String,
+    /// Free-trial length offered at checkout to eligible users (`TRIAL_DAYS`, 0 = no trials).
+    pub trial_days: i64,
+    /// Days a `past_due` subscription keeps access after its first failed payment.
+    pub payment_grace_days: i64,
     pub gemini_api_key: Option<Secret>,
     pub ai_rate_limit_requests: i64,
     pub ai_rate_limit_window_seconds: i64,
@@ -360,6 +364,8 @@ impl Config {
                 .unwrap_or_else(|| "price_1SmeXA1a6FlufVwfOLg5SMcc".into()),
             performer_price_id: get("PERFORMER_PRICE_ID")
                 .unwrap_or_else(|| "price_1SmeZa1a6FlufVwfrJCJrv94".into()),
+            trial_days: parse_i64("TRIAL_DAYS", 7)?.clamp(0, 730),
+            payment_grace_days: parse_i64("PAYMENT_GRACE_DAYS", 3)?.clamp(0, 365),
             gemini_api_key: get("GEMINI_API_KEY").map(Secret::new),
             ai_rate_limit_requests: parse_i64("AI_RATE_LIMIT_REQUESTS", 20)?,
             ai_rate_limit_window_seconds: parse_i64("AI_RATE_LIMIT_WINDOW_SECONDS", 60)?,

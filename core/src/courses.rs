@@ -3,8 +3,9 @@
 //!
 //! Access (issue decision, overriding §4.7): anonymous callers see the
 //! catalogue but no lesson content; a free world is open to every signed-in
-//! user; any other world needs an `active` or `trialing` subscription of tier
-//! `advanced` or `performer`; `admin` and `instructor` open everything.
+//! user; any other world needs paid access (`payments::ACCESS_SQL`: an
+//! `active`, `trialing` or in-grace `past_due` subscription of tier
+//! `advanced` or `performer`); `admin` and `instructor` open everything.
 //! Unpublished worlds are invisible (404 `World not found`) to everyone but staff.
 //!
 //! Every read here costs a fixed number of queries whatever the size of the
@@ -48,7 +49,7 @@ impl Viewer {
 pub struct Access {
     pub user_id: Option<Uuid>,
     pub staff: bool,
-    /// An `active`/`trialing` subscription of tier `advanced`/`performer`.
+    /// Paid access (`payments::ACCESS_SQL`).
     pub pro: bool,
 }
 

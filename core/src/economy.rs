@@ -370,10 +370,10 @@ pub async fn grant(
     Ok(balance)
 }
 
-/// "Pro" for economy perks: an active or trialing subscription of tier
-/// advanced or performer.
-pub const PRO_SQL: &str =
-    "(s.status IN ('active','trialing') AND s.tier IN ('advanced','performer'))";
+/// "Pro" for economy perks and paid content: the one access rule,
+/// [`crate::payments::ACCESS_SQL`] (active or trialing, or past_due within the
+/// grace period, of tier advanced or performer).
+pub const PRO_SQL: &str = crate::payments::ACCESS_SQL;
 
 pub async fn is_pro(conn: &mut PgConnection, user_id: Uuid) -> Result<bool> {
     let pro: Option<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(

@@ -16,6 +16,9 @@
 //! | `waitlist_welcome` | `username`, `referral_link` (`{FRONTEND_URL}/waitlist?ref={code}`) |
 //! | `submission_graded` | `first_name`, `lesson_title`, `approved` (bool), `xp_awarded` (int, 0 when none), `feedback_text`, `feedback_video_url` (string or null), `courses_link` |
 //! | `broadcast` | `subject`, `content_html` (trusted HTML), `content_text` |
+//! | `subscription_ended` | `first_name`, `pricing_link` |
+//! | `trial_ending` | `first_name`, `trial_end` (a date as words), `billing_link` |
+//! | `payment_failed` | `first_name`, `billing_link` (`{FRONTEND_URL}/billing`), `grace_until` (a date as words, or null) |
 //! | `notification_digest` | `first_name`, `period` (`daily`/`weekly`), `total` (int), `notifications` (up to 10 of `{title, message, actor (string or null), when}`, newest first), `more` (int), `app_link`, `unsubscribe_link` |
 
 use crate::jobs::EmailJob;
@@ -34,6 +37,9 @@ pub const TEMPLATES: &[&str] = &[
     "submission_graded",
     "broadcast",
     "notification_digest",
+    "subscription_ended",
+    "trial_ending",
+    "payment_failed",
 ];
 
 /// The template files, embedded at build time.
@@ -81,6 +87,30 @@ const FILES: &[(&str, &str)] = &[
     (
         "notification_digest.txt",
         include_str!("../templates/email/notification_digest.txt"),
+    ),
+    (
+        "subscription_ended.html",
+        include_str!("../templates/email/subscription_ended.html"),
+    ),
+    (
+        "subscription_ended.txt",
+        include_str!("../templates/email/subscription_ended.txt"),
+    ),
+    (
+        "trial_ending.html",
+        include_str!("../templates/email/trial_ending.html"),
+    ),
+    (
+        "trial_ending.txt",
+        include_str!("../templates/email/trial_ending.txt"),
+    ),
+    (
+        "payment_failed.html",
+        include_str!("../templates/email/payment_failed.html"),
+    ),
+    (
+        "payment_failed.txt",
+        include_str!("../templates/email/payment_failed.txt"),
     ),
 ];
 

@@ -97,19 +97,19 @@ pub async fn submit(
     let staff = caller.role == "admin" || caller.role == "instructor";
 
     let mut tx = ctx.db.begin().await?;
-    // The access rule (kept here, independent of the courses module): free
-    // world → any signed-in user; otherwise an active or trialing advanced or
-    // performer subscription; admins and instructors always.
-    let access = sqlx::query_as::<_, LessonAccess>(
+    // The access rule: free world → any signed-in user; otherwise the one
+    // paid-access condition (`payments::ACCESS_SQL`); admins and instructors
+    // always.
+    let access = sqlx::query_as::<_, LessonAccess>(sqlx::AssertSqlSafe(format!(
         "SELECT l.is_boss_battle, w.is_free, w.is_published,
                 EXISTS (SELECT 1 FROM subscriptions s
-                        WHERE s.user_id = $2 AND s.status IN ('active', 'trialing')
-                          AND s.tier IN ('advanced', 'performer')) AS subscribed
+                        WHERE s.user_id = $2 AND {access}) AS subscribed
          FROM lessons l
          JOIN levels lv ON lv.id = l.level_id
          JOIN worlds w ON w.id = lv.world_id
          WHERE l.id = $1",
-    )
+        access = crate::payments::ACCESS_SQL,
+    )))
     .bind(lesson_id)
     .bind(caller.id)
     .fetch_optional(&mut *tx)

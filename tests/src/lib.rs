@@ -13,6 +13,7 @@ use tokio::sync::{OnceCell, oneshot};
 pub use reqwest::StatusCode;
 
 pub mod s3;
+pub mod stripe;
 
 fn pg_base() -> String {
     std::env::var("TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())

@@ -216,6 +216,20 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
             "POST /api/payments/update-subscription",
             ["401", "400", "400", "400"],
         ),
+        ("GET /api/payments/subscription", USER),
+        (
+            "POST /api/payments/resume-subscription",
+            ["401", "404", "404", "404"],
+        ),
+        (
+            "POST /api/payments/cancel-scheduled-downgrade",
+            ["401", "400", "400", "400"],
+        ),
+        // The body's return_url is on another origin: refused, after auth.
+        (
+            "POST /api/payments/create-portal-session",
+            ["401", "400", "400", "400"],
+        ),
         // --- submissions: the caller's own
         ("GET /api/submissions/my-submissions", USER),
         ("POST /api/submissions/submit", USER),
@@ -481,6 +495,9 @@ fn body(key: &str, f: &Fix, owner: &TestUser, n: &str) -> Option<Value> {
             "cancel_url": "http://localhost:3000/no"
         }),
         "POST /api/payments/update-subscription" => json!({"new_price_id": "price_adv"}),
+        "POST /api/payments/create-portal-session" => {
+            json!({"return_url": "https://elsewhere.example/billing"})
+        }
         "POST /api/submissions/submit" => json!({
             "lesson_id": f.lesson2, "video_url": "https://video.example/boss.mp4"
         }),

@@ -1,113 +1,11 @@
 //! Payments (API.md §3.12, §4.15) against a fake Stripe server that checks the
 //! form fields it receives; webhooks are signed for real with the test secret.
 
+use mambo_tests::stripe::*;
 use mambo_tests::*;
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use wiremock::matchers::{header, method, path};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
-
-const SECRET: &str = "whsec_test_secret";
-const ADV: &str = "price_adv_test";
-const PERF: &str = "price_perf_test";
-const FRONT: &str = "http://localhost:3000";
-
-/// Matches a form-encoded body that contains every given field.
-struct Form(Vec<(&'static str, String)>);
-
-fn form_of(req: &Request) -> HashMap<String, String> {
-    let body = String::from_utf8_lossy(&req.body).to_string();
-    reqwest::Url::parse(&format!("http://x/?{body}"))
-        .unwrap()
-        .query_pairs()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-impl wiremock::Match for Form {
-    fn matches(&self, req: &Request) -> bool {
-        let form = form_of(req);
-        self.0
-            .iter()
-            .all(|(k, v)| form.get(*k).map(String::as_str) == Some(v.as_str()))
-    }
-}
-
-async fn stripe_app() -> (TestApp, MockServer) {
-    let stripe = MockServer::start().await;
-    let app = TestApp::spawn_with_vars(&[
-        ("STRIPE_SECRET_KEY", "sk_test_123"),
-        ("STRIPE_WEBHOOK_SECRET", SECRET),
-        ("STRIPE_BASE_URL", &stripe.uri()),
-        ("ADVANCED_PRICE_ID", ADV),
-        ("PERFORMER_PRICE_ID", PERF),
-        ("FRONTEND_URL", FRONT),
-    ])
-    .await;
-    (app, stripe)
-}
-
-fn checkout_body(price: &str) -> Value {
-    json!({
-        "price_id": price,
-        "success_url": format!("{FRONT}/pricing/success?session_id={{CHECKOUT_SESSION_ID}}"),
-        "cancel_url": format!("{FRONT}/pricing"),
-    })
-}
-
-async fn checkout(app: &TestApp, user: &TestUser, body: &Value) -> (StatusCode, Value) {
-    json(
-        app.post("/api/payments/create-checkout-session")
-            .header("Authorization", user.bearer())
-            .json(body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-}
-
-fn event(id: &str, kind: &str, created: i64, object: Value) -> Value {
-    json!({
-        "id": id,
-        "object": "event",
-        "type": kind,
-        "created": created,
-        "livemode": false,
-        "data": { "object": object },
-    })
-}
-
-/// Sends a webhook signed now (per the app's clock).
-async fn deliver(app: &TestApp, ev: &Value) -> (StatusCode, Value) {
-    let body = serde_json::to_vec(ev).unwrap();
-    let t = app.ctx.clock.now().timestamp();
-    let sig = mambo_core::payments::signature_header(SECRET, t, &body);
-    json(
-        app.post("/api/payments/webhook")
-            .header("Content-Type", "application/json; charset=utf-8")
-            .header("Stripe-Signature", sig)
-            .body(body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-}
-
-fn stripe_subscription(id: &str, customer: &str, price: &str, status: &str, user: &str) -> Value {
-    json!({
-        "id": id,
-        "object": "subscription",
-        "customer": customer,
-        "status": status,
-        "current_period_end": 1_900_000_000,
-        "metadata": { "user_id": user },
-        "items": { "object": "list", "data": [
-            { "id": "si_1", "price": { "id": price, "lookup_key": null } }
-        ]},
-    })
-}
+use wiremock::{Mock, ResponseTemplate};
 
 #[derive(Debug, sqlx::FromRow, PartialEq)]
 struct Row {
@@ -127,28 +25,6 @@ async fn row(app: &TestApp, user: uuid::Uuid) -> Row {
     .fetch_one(app.db())
     .await
     .unwrap()
-}
-
-async fn link(
-    app: &TestApp,
-    user: uuid::Uuid,
-    status: &str,
-    tier: &str,
-    customer: &str,
-    sub: Option<&str>,
-) {
-    sqlx::query(
-        "UPDATE subscriptions SET status=$2, tier=$3, stripe_customer_id=$4, stripe_subscription_id=$5
-         WHERE user_id=$1",
-    )
-    .bind(user)
-    .bind(status)
-    .bind(tier)
-    .bind(customer)
-    .bind(sub)
-    .execute(app.db())
-    .await
-    .unwrap();
 }
 
 async fn bonus_rows(app: &TestApp, user: uuid::Uuid) -> Vec<(i32, Option<uuid::Uuid>)> {
@@ -222,7 +98,9 @@ async fn unconfigured_stripe_is_503_before_input_checks() {
     assert_eq!(s, 200, "{b}");
     assert_eq!(
         b,
-        json!({"success": true, "message": "Subscription canceled successfully.", "tier": "rookie"})
+        json!({"success": true, "message": "Subscription canceled successfully.", "tier": "rookie",
+               "status": null, "scheduled_tier": null, "cancel_at_period_end": false,
+               "current_period_end": null, "trial_end": null})
     );
 }
 
@@ -330,7 +208,8 @@ async fn checkout_creates_the_customer_once() {
         assert_eq!(s, 200, "{b}");
         assert_eq!(
             b,
-            json!({"session_id": "cs_test_1", "url": "https://checkout.stripe.com/c/pay/cs_test_1"})
+            json!({"session_id": "cs_test_1", "url": "https://checkout.stripe.com/c/pay/cs_test_1",
+                   "trial_days": 7})
         );
     }
     let r = row(&app, user.id).await;
@@ -796,31 +675,63 @@ async fn update_and_cancel_subscription() {
     let (s, b) = post(upd, &user, Some(json!({"new_price_id": PERF}))).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(
-        b,
-        json!({"success": true, "message": "Subscription updated successfully.", "tier": "performer"})
+        (&b["success"], &b["message"], &b["tier"], &b["status"]),
+        (
+            &json!(true),
+            &json!("Subscription updated successfully."),
+            &json!("performer"),
+            &json!("active")
+        )
     );
+    assert_eq!(b["scheduled_tier"], Value::Null);
+    assert_eq!(b["cancel_at_period_end"], json!(false));
     let r = row(&app, user.id).await;
     assert_eq!(r.tier, "performer");
     assert_eq!(r.current_period_end.unwrap().timestamp(), 1_950_000_000);
 
-    // Cancel through Stripe (immediate).
-    Mock::given(method("DELETE"))
+    // Cancel through Stripe: at the end of the paid period (API-NEXT.md N2).
+    Mock::given(method("POST"))
         .and(path("/v1/subscriptions/sub_u"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"id": "sub_u", "status": "canceled"})),
-        )
+        .and(Form(vec![("cancel_at_period_end", "true".into())]))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "sub_u", "status": "active", "cancel_at_period_end": true,
+            "items": {"data": [{"id": "si_u1", "price": {"id": PERF}, "current_period_end": 1_950_000_000}]}
+        })))
         .expect(1)
         .mount(&stripe)
         .await;
     let (s, b) = post(cancel, &user, None).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(
-        b,
-        json!({"success": true, "message": "Subscription canceled successfully. You now have access to the Rookie plan.", "tier": "rookie"})
+        b["message"],
+        json!("Your subscription will end on October 17, 2031. You keep access until then.")
+    );
+    assert_eq!(
+        (&b["tier"], &b["status"], &b["cancel_at_period_end"]),
+        (&json!("performer"), &json!("active"), &json!(true))
     );
     let r = row(&app, user.id).await;
-    assert_eq!((r.status.as_str(), r.tier.as_str()), ("canceled", "rookie"));
+    assert_eq!(
+        (r.status.as_str(), r.tier.as_str()),
+        ("active", "performer")
+    );
+    // Asking again changes nothing in Stripe (the mock expects one call).
     let (s, _) = post(cancel, &user, None).await;
+    assert_eq!(s, 200);
+
+    // Without a Stripe subscription the cancel is local and immediate.
+    let local = app.pro_student().await;
+    let (s, b) = post(cancel, &local, None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        (&b["message"], &b["tier"], &b["status"]),
+        (
+            &json!("Subscription canceled successfully."),
+            &json!("rookie"),
+            &Value::Null
+        )
+    );
+    let (s, _) = post(cancel, &local, None).await;
     assert_eq!(s, 400);
 
     // A Stripe refusal on update is a 400 with Stripe's message.
