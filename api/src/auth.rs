@@ -6,7 +6,7 @@
 
 use crate::error::json_error;
 use crate::state::AppState;
-use mambo_core::auth::{TokenKind, decode_token};
+use mambo_core::auth::{TokenKind, decode};
 use poem::Request;
 use poem::http::StatusCode;
 use poem_openapi::SecurityScheme;
@@ -19,6 +19,8 @@ pub struct AuthUser {
     pub id: Uuid,
     pub email: String,
     pub role: String,
+    /// Whether the email is verified (the `REQUIRE_VERIFIED_FOR` gate).
+    pub is_verified: bool,
 }
 
 impl AuthUser {
@@ -77,27 +79,41 @@ async fn lookup_token(req: &Request, token: &str) -> Result<Option<AuthUser>, po
     let Some(state) = req.data::<AppState>() else {
         return Ok(None);
     };
-    let Ok(id) = decode_token(&state.ctx.config, token, TokenKind::Access) else {
+    let Ok(decoded) = decode(&state.ctx.config, token, TokenKind::Access) else {
         return Ok(None);
     };
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT email, role FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&state.ctx.db)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "resolving the caller failed");
-                poem::Error::from_response(json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    serde_json::json!("Service temporarily unavailable"),
-                ))
-            })?;
-    let Some((email, role)) = row else {
+    let id = decoded.user_id;
+    // The one query of the lookup also says whether the token was revoked
+    // (signed out everywhere, password changed or reset) since it was issued.
+    type Row = (String, String, bool, Option<chrono::DateTime<chrono::Utc>>);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT email, role, is_verified, tokens_valid_after FROM users
+         WHERE id = $1 AND deletion_requested_at IS NULL",
+    )
+    .bind(id)
+    .fetch_optional(&state.ctx.db)
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "resolving the caller failed");
+        poem::Error::from_response(json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!("Service temporarily unavailable"),
+        ))
+    })?;
+    let Some((email, role, is_verified, valid_after)) = row else {
         return Ok(None);
     };
+    if !decoded.is_current(valid_after) {
+        return Ok(None);
+    }
     // The request span (middleware::edge) logs who is calling.
     tracing::Span::current().record("user_id", tracing::field::display(id));
-    Ok(Some(AuthUser { id, email, role }))
+    Ok(Some(AuthUser {
+        id,
+        email,
+        role,
+        is_verified,
+    }))
 }
 
 async fn check_bearer(req: &Request, _bearer: Bearer) -> poem::Result<AuthUser> {

@@ -1,12 +1,20 @@
 //! Tokens and passwords.
 //!
-//! JWTs keep exactly the reference's claim set (`sub`, `exp`, `type`), so tokens
+//! JWTs keep the reference's claim set (`sub`, `exp`, `type`), so tokens
 //! minted by the Python service stay valid when `SECRET_KEY` is shared (§1.2).
+//! Tokens minted here also carry `iat_us`, the instant of issue in
+//! microseconds (not the registered `iat`, which the old service never sent
+//! and which its libraries would validate): it lets "sign out everywhere"
+//! (`users.tokens_valid_after`) refuse every token issued before it, even one
+//! issued in the same second, while the fresh token of a password change lives.
+//! A token without `iat_us` (the old service's, or minted before this change)
+//! stays valid until it expires unless its user has revoked tokens.
 //! New password hashes are argon2id; bcrypt hashes from the old service still
 //! verify (72-byte truncation) and are upgraded on the next login.
 
 use crate::{Config, Error, Result};
 use argon2::Argon2;
+use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -20,6 +28,9 @@ pub struct Claims {
     pub exp: i64,
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub typ: Option<String>,
+    /// When the token was issued, in microseconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_us: Option<i64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,15 +48,32 @@ impl TokenKind {
     }
 }
 
+/// A token issued at the start of the second `now_unix`.
 pub fn create_token(config: &Config, user_id: Uuid, kind: TokenKind, now_unix: i64) -> String {
+    create_token_at(
+        config,
+        user_id,
+        kind,
+        DateTime::from_timestamp(now_unix, 0).unwrap_or_default(),
+    )
+}
+
+/// A token issued at `now` (to the microsecond, see [`Claims::iat_us`]).
+pub fn create_token_at(
+    config: &Config,
+    user_id: Uuid,
+    kind: TokenKind,
+    now: DateTime<Utc>,
+) -> String {
     let lifetime = match kind {
         TokenKind::Access => config.access_token_seconds(),
         TokenKind::Refresh => config.refresh_token_seconds(),
     };
     let claims = Claims {
         sub: user_id.to_string(),
-        exp: now_unix + lifetime,
+        exp: now.timestamp() + lifetime,
         typ: Some(kind.as_str().to_string()),
+        iat_us: Some(now.timestamp_micros()),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -70,6 +98,36 @@ pub fn decode_token(
     token: &str,
     kind: TokenKind,
 ) -> std::result::Result<Uuid, TokenError> {
+    decode(config, token, kind).map(|d| d.user_id)
+}
+
+/// What a valid token says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoded {
+    pub user_id: Uuid,
+    /// `iat_us`, absent on tokens of the old service.
+    pub issued_us: Option<i64>,
+}
+
+impl Decoded {
+    /// Whether the token survives its user's revocations: none yet, or it was
+    /// issued at or after the last one. A token without `iat_us` dies with the
+    /// first revocation (its age is unknown).
+    pub fn is_current(&self, tokens_valid_after: Option<DateTime<Utc>>) -> bool {
+        match (tokens_valid_after, self.issued_us) {
+            (None, _) => true,
+            (Some(after), Some(issued)) => issued >= after.timestamp_micros(),
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// [`decode_token`] with the instant of issue.
+pub fn decode(
+    config: &Config,
+    token: &str,
+    kind: TokenKind,
+) -> std::result::Result<Decoded, TokenError> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 0;
     validation.required_spec_claims = ["exp".to_string()].into_iter().collect();
@@ -84,7 +142,11 @@ pub fn decode_token(
         (TokenKind::Refresh, Some("refresh")) => {}
         _ => return Err(TokenError::WrongType),
     }
-    Uuid::parse_str(&data.claims.sub).map_err(|_| TokenError::BadSubject)
+    let user_id = Uuid::parse_str(&data.claims.sub).map_err(|_| TokenError::BadSubject)?;
+    Ok(Decoded {
+        user_id,
+        issued_us: data.claims.iat_us,
+    })
 }
 
 /// bcrypt only looks at the first 72 bytes; the reference truncated explicitly.
@@ -341,6 +403,28 @@ mod tests {
             decode_token(&c, &t, TokenKind::Refresh),
             Err(TokenError::WrongType)
         );
+    }
+
+    #[test]
+    fn revocation_compares_the_microsecond_of_issue() {
+        let c = config();
+        let id = Uuid::new_v4();
+        let now = chrono::Utc::now();
+        let t = create_token_at(&c, id, TokenKind::Access, now);
+        let d = decode(&c, &t, TokenKind::Access).unwrap();
+        assert_eq!(d.issued_us, Some(now.timestamp_micros()));
+        assert!(d.is_current(None));
+        // Revoked at the very instant of issue: a fresh token lives.
+        assert!(d.is_current(Some(now)));
+        // Revoked a microsecond later (same second): it dies.
+        assert!(!d.is_current(Some(now + chrono::Duration::microseconds(1))));
+        // The old service's tokens (no iat_us) live until the first revocation.
+        let legacy = Decoded {
+            user_id: id,
+            issued_us: None,
+        };
+        assert!(legacy.is_current(None));
+        assert!(!legacy.is_current(Some(now - chrono::Duration::days(30))));
     }
 
     #[test]

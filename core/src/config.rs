@@ -172,6 +172,10 @@ pub struct Config {
     /// Seconds between the heartbeat comments of the notification streams
     /// (`NOTIFICATIONS_HEARTBEAT_SECONDS`, 15).
     pub notifications_heartbeat_seconds: u64,
+    /// The actions an unverified (non-admin) user may not take
+    /// (`REQUIRE_VERIFIED_FOR`, comma list, default `post,reply,trial`; lower
+    /// case, blanks dropped). See `verification::ensure_verified_for`.
+    pub require_verified_for: Vec<String>,
 }
 
 impl Config {
@@ -401,6 +405,15 @@ impl Config {
             job_retention_done_secs: non_negative("JOB_RETENTION_DONE_SECS", 86_400)?,
             job_retention_failed_secs: non_negative("JOB_RETENTION_FAILED_SECS", 7 * 86_400)?,
             notifications_heartbeat_seconds: positive("NOTIFICATIONS_HEARTBEAT_SECONDS", 15)?,
+            // Set but empty (`REQUIRE_VERIFIED_FOR=`) means no gate at all.
+            require_verified_for: vars
+                .get("REQUIRE_VERIFIED_FOR")
+                .map(String::as_str)
+                .unwrap_or("post,reply,trial")
+                .split(',')
+                .map(|a| a.trim().to_ascii_lowercase())
+                .filter(|a| !a.is_empty())
+                .collect(),
             environment,
         })
     }

@@ -19,6 +19,7 @@
 //! | `subscription_ended` | `first_name`, `pricing_link` |
 //! | `trial_ending` | `first_name`, `trial_end` (a date as words), `billing_link` |
 //! | `payment_failed` | `first_name`, `billing_link` (`{FRONTEND_URL}/billing`), `grace_until` (a date as words, or null) |
+//! | `email_verification` | `verify_link` (`{FRONTEND_URL}/verify-email?token=…`), `expires_in` (e.g. `"48 hours"`) |
 //! | `notification_digest` | `first_name`, `period` (`daily`/`weekly`), `total` (int), `notifications` (up to 10 of `{title, message, actor (string or null), when}`, newest first), `more` (int), `app_link`, `unsubscribe_link` |
 
 use crate::jobs::EmailJob;
@@ -37,6 +38,7 @@ pub const TEMPLATES: &[&str] = &[
     "submission_graded",
     "broadcast",
     "notification_digest",
+    "email_verification",
     "subscription_ended",
     "trial_ending",
     "payment_failed",
@@ -79,6 +81,14 @@ const FILES: &[(&str, &str)] = &[
     (
         "broadcast.txt",
         include_str!("../templates/email/broadcast.txt"),
+    ),
+    (
+        "email_verification.html",
+        include_str!("../templates/email/email_verification.html"),
+    ),
+    (
+        "email_verification.txt",
+        include_str!("../templates/email/email_verification.txt"),
     ),
     (
         "notification_digest.html",

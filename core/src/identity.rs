@@ -10,7 +10,7 @@ use crate::identity_rules::{is_valid_email, validate_password, validate_username
 use crate::jobs::{self, EmailJob};
 use crate::ratelimit::{self, Decision};
 use crate::users::{self, NewUser, normalize_email, normalize_level_tag};
-use crate::{Context, Error, Result, streaks};
+use crate::{Context, Error, Result, disposable_email, sessions, streaks, verification};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -105,27 +105,39 @@ pub struct Tokens {
 }
 
 pub fn issue_tokens(ctx: &Context, user_id: Uuid) -> Tokens {
-    let now = ctx.clock.now().timestamp();
+    issue_tokens_at(ctx, user_id, ctx.clock.now())
+}
+
+/// Tokens issued at `now` (a password change issues them at the instant of
+/// its revocation, so they outlive it).
+pub fn issue_tokens_at(ctx: &Context, user_id: Uuid, now: chrono::DateTime<chrono::Utc>) -> Tokens {
     Tokens {
-        access: auth::create_token(&ctx.config, user_id, TokenKind::Access, now),
-        refresh: auth::create_token(&ctx.config, user_id, TokenKind::Refresh, now),
+        access: auth::create_token_at(&ctx.config, user_id, TokenKind::Access, now),
+        refresh: auth::create_token_at(&ctx.config, user_id, TokenKind::Refresh, now),
     }
 }
 
 /// Checks a refresh token and its user (§3.1). Errors are 401 with the
 /// contract's messages; the caller clears both cookies on any of them.
 pub async fn refresh(ctx: &Context, token: &str) -> Result<Uuid> {
-    let user_id = match auth::decode_token(&ctx.config, token, TokenKind::Refresh) {
-        Ok(id) => id,
+    let decoded = match auth::decode(&ctx.config, token, TokenKind::Refresh) {
+        Ok(d) => d,
         Err(TokenError::BadSubject) => return Err(Error::unauthorized("Invalid refresh token")),
         Err(_) => return Err(Error::unauthorized("Invalid or expired refresh token")),
     };
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS(SELECT 1 FROM users WHERE id = $1)")
-        .bind(user_id)
-        .fetch_one(&ctx.db)
-        .await?;
-    if !exists {
+    let user_id = decoded.user_id;
+    let row: Option<(Option<chrono::DateTime<chrono::Utc>>,)> = sqlx::query_as(
+        "SELECT tokens_valid_after FROM users WHERE id = $1 AND deletion_requested_at IS NULL",
+    )
+    .bind(user_id)
+    .fetch_optional(&ctx.db)
+    .await?;
+    let Some((valid_after,)) = row else {
         return Err(Error::unauthorized("User not found"));
+    };
+    // Signed out everywhere (or the password changed) since it was issued.
+    if !decoded.is_current(valid_after) {
+        return Err(Error::unauthorized("Could not validate credentials"));
     }
     Ok(user_id)
 }
@@ -234,6 +246,7 @@ pub async fn register(ctx: &Context, input: RegisterInput) -> Result<Uuid> {
 async fn register_checked(ctx: &Context, input: RegisterInput) -> Result<Uuid> {
     let email = normalize_email(&input.email);
     check_email_format(&email)?;
+    disposable_email::check_permanent(&email)?;
     if email_taken(ctx, &email).await? {
         return Err(Error::bad_request("Email already registered"));
     }
@@ -261,11 +274,15 @@ async fn register_checked(ctx: &Context, input: RegisterInput) -> Result<Uuid> {
             None,
         )
         .await?;
+        verification::queue_email(&mut tx, ctx, id, &email).await?;
         tx.commit().await?;
         Ok(id)
     }
     .await;
-    result.map_err(|e| map_duplicate(e, "Email already registered", "Username already taken"))
+    let id = result
+        .map_err(|e| map_duplicate(e, "Email already registered", "Username already taken"))?;
+    jobs::wake_relay(ctx);
+    Ok(id)
 }
 
 // ---------------------------------------------------------------------------
@@ -301,7 +318,10 @@ pub async fn login(ctx: &Context, email: &str, password: &str, client: &str) -> 
 
 async fn login_checked(ctx: &Context, email: &str, password: &str) -> Result<Uuid> {
     let row: Option<(Uuid, Option<String>)> =
-        sqlx::query_as("SELECT id, hashed_password FROM users WHERE email = $1")
+        // An account scheduled for deletion answers as a wrong password (N3).
+        sqlx::query_as(
+            "SELECT id, hashed_password FROM users WHERE email = $1 AND deletion_requested_at IS NULL",
+        )
             .bind(email)
             .fetch_optional(&ctx.db)
             .await?;
@@ -405,6 +425,7 @@ pub async fn join_waitlist(ctx: &Context, input: WaitlistInput) -> Result<Waitli
 
 async fn join_waitlist_checked(ctx: &Context, input: WaitlistInput) -> Result<WaitlistJoined> {
     let email = normalize_email(&input.email);
+    disposable_email::check_permanent(&email)?;
     if email_taken(ctx, &email).await? {
         return Err(Error::bad_request(EMAIL_ON_LIST));
     }
@@ -468,6 +489,7 @@ async fn join_waitlist_checked(ctx: &Context, input: WaitlistInput) -> Result<Wa
             &welcome_email(ctx, user_id, &email, &username, &referral_code)?,
         )
         .await?;
+        verification::queue_email(&mut tx, ctx, user_id, &email).await?;
         tx.commit().await?;
         Ok(WaitlistJoined {
             user_id,
@@ -745,6 +767,7 @@ async fn reset_checked(ctx: &Context, input: ResetInput) -> Result<()> {
         }
     }
     let new_hash = auth::hash_password(input.new_password).await?;
+    let mut tx = ctx.db.begin().await?;
     // Conditional on the old hash: two uses of one token cannot both succeed.
     let updated = sqlx::query(
         "UPDATE users SET hashed_password = $2,
@@ -756,11 +779,14 @@ async fn reset_checked(ctx: &Context, input: ResetInput) -> Result<()> {
     .bind(user_id)
     .bind(&new_hash)
     .bind(&old_hash)
-    .execute(&ctx.db)
+    .execute(&mut *tx)
     .await?;
     if updated.rows_affected() == 0 {
         return Err(Error::bad_request(INVALID_RESET));
     }
+    // A reset signs the account out everywhere (N3).
+    sessions::revoke_tokens(&mut tx, user_id, ctx.clock.now()).await?;
+    tx.commit().await?;
     Ok(())
 }
 

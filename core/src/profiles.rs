@@ -35,6 +35,8 @@ pub struct Profile {
     pub current_level_tag: Option<String>,
     pub reputation: i64,
     pub current_claves: i64,
+    /// Whether the account's email is verified (N3).
+    pub is_verified: bool,
     /// Own profile: every badge definition with the user's state, in the
     /// order of `GET /api/badges/`. Public profile: only the earned ones.
     pub badges: Vec<BadgeItem>,
@@ -56,6 +58,7 @@ struct Row {
     current_level_tag: Option<String>,
     reputation: i32,
     current_claves: i32,
+    is_verified: bool,
     reactions_given: i32,
     reactions_received: i32,
     solutions_accepted: i32,
@@ -63,7 +66,7 @@ struct Row {
 
 const SELECT: &str = "SELECT u.id AS user_id, p.first_name, p.last_name, p.username, p.xp, p.level,
         p.streak_count, COALESCE(s.tier, 'rookie') AS tier, u.role, p.avatar_url,
-        p.current_level_tag, p.reputation, p.current_claves,
+        p.current_level_tag, p.reputation, p.current_claves, u.is_verified,
         COALESCE(st.reactions_given_count, 0) AS reactions_given,
         COALESCE(st.reactions_received_count, 0) AS reactions_received,
         COALESCE(st.solutions_accepted_count, 0) AS solutions_accepted
@@ -103,6 +106,7 @@ async fn build(db: &PgPool, row: Option<Row>, set: BadgeSet) -> Result<Option<Pr
         current_level_tag: r.current_level_tag,
         reputation: r.reputation as i64,
         current_claves: r.current_claves as i64,
+        is_verified: r.is_verified,
         badges,
         stats: Stats {
             reactions_given: r.reactions_given as i64,

@@ -92,6 +92,17 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
             ["307", "307", "307", "307"],
         ),
         ("POST /api/auth/logout", PUBLIC),
+        // Signs the caller out everywhere (the matrix restores their tokens).
+        ("POST /api/auth/logout-all", USER),
+        // The callers' own password, unchanged (the matrix restores their tokens).
+        ("POST /api/auth/change-password", USER),
+        // The callers are verified already.
+        (
+            "POST /api/auth/resend-verification",
+            ["401", "400", "400", "400"],
+        ),
+        // A made-up verification token.
+        ("POST /api/auth/verify-email", ["400", "400", "400", "400"]),
         ("GET /api/auth/me", USER),
         // Only the refresh cookie counts; none is sent here.
         ("POST /api/auth/refresh", ["401", "401", "401", "401"]),
@@ -475,6 +486,12 @@ fn body(key: &str, f: &Fix, owner: &TestUser, n: &str) -> Option<Value> {
             "token": "made-up", "new_password": "Passw0rd123", "confirm_password": "Passw0rd123"
         }),
         "POST /api/auth/token" => json!({"email": owner.email, "password": owner.password}),
+        // Every caller of the matrix has the same password.
+        "POST /api/auth/change-password" => json!({
+            "current_password": owner.password, "new_password": owner.password,
+            "confirm_password": owner.password
+        }),
+        "POST /api/auth/verify-email" => json!({"token": "made-up"}),
         "POST /api/auth/waitlist" => json!({
             "email": format!("wait{n}@example.com"), "username": format!("w{}", &n[..12])
         }),
@@ -725,6 +742,13 @@ async fn every_operation_is_classified_and_authorized() {
                 calls += 1;
                 let www = resp.headers().get("www-authenticate").cloned();
                 let (status, value) = read(resp).await;
+                if key == "POST /api/auth/logout-all" || key == "POST /api/auth/change-password" {
+                    // The callers are shared by every operation: undo the revocation.
+                    sqlx::query("UPDATE users SET tokens_valid_after = NULL")
+                        .execute(app.db())
+                        .await
+                        .unwrap();
+                }
                 let text = value.to_string();
                 if !matches(expect[i], status) {
                     failures.push(format!(

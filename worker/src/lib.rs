@@ -600,18 +600,22 @@ async fn scheduled_task(
 /// streaks ([`streaks::reset_broken_streaks`]), deletes read notifications
 /// older than 90 days and all older than 365 ([`notifications::prune`]) and
 /// resolved content reports older than 365 days
-/// ([`mambo_core::community::prune_reports`]).
+/// ([`mambo_core::community::prune_reports`]) and email verification links a
+/// week past their expiry ([`mambo_core::verification::prune`]).
 pub async fn daily_maintenance(ctx: &Context) -> mambo_core::Result<()> {
     let outbox = jobs::maintain_outbox(ctx).await?;
     let streaks_reset = streaks::reset_broken_streaks(ctx).await?;
     let notifications_deleted = notifications::prune(&ctx.db, ctx.clock.now()).await?;
     let reports_deleted = mambo_core::community::prune_reports(&ctx.db, ctx.clock.now()).await?;
+    let verification_links_deleted =
+        mambo_core::verification::prune(&ctx.db, ctx.clock.now()).await?;
     tracing::info!(
         relayed = outbox.relayed,
         deleted = outbox.deleted,
         streaks_reset,
         notifications_deleted,
         reports_deleted,
+        verification_links_deleted,
         "daily maintenance done"
     );
     Ok(())

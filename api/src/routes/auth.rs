@@ -1,7 +1,8 @@
 //! Auth endpoints (API.md §3.1): register, login, refresh, logout, me,
-//! waitlist, Google sign-in and password reset. Rules live in
-//! `mambo_core::identity` and `mambo_core::oauth`; this module parses,
-//! sets the cookies of §1.2 and maps errors.
+//! waitlist, Google sign-in and password reset; email verification, sign out
+//! everywhere and password change (API-NEXT.md N3). Rules live in
+//! `mambo_core::identity`, `oauth`, `verification` and `sessions`; this module
+//! parses, sets the cookies of §1.2 and maps errors.
 
 use crate::auth::UserAuth;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -9,7 +10,8 @@ use crate::middleware::client_ip;
 use crate::routes::users::ProfileOut;
 use crate::state::AppState;
 use mambo_core::identity::{self, RegisterInput, ResetInput, Tokens, WaitlistInput};
-use mambo_core::{Config, oauth, profiles};
+use mambo_core::sessions::{self, ChangePasswordInput};
+use mambo_core::{Config, oauth, profiles, verification};
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
@@ -175,6 +177,36 @@ pub struct ResetIn {
     pub new_password: String,
     #[oai(deserialize_with = "strict_str")]
     pub confirm_password: String,
+}
+
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "VerifyEmailRequest")]
+pub struct VerifyEmailIn {
+    /// The `token` of the emailed link
+    #[oai(deserialize_with = "strict_str")]
+    pub token: String,
+}
+
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "ChangePasswordRequest")]
+pub struct ChangePasswordIn {
+    #[oai(deserialize_with = "strict_str")]
+    pub current_password: String,
+    /// 8–72 characters with at least one letter and one digit
+    #[oai(deserialize_with = "strict_str")]
+    pub new_password: String,
+    #[oai(deserialize_with = "strict_str")]
+    pub confirm_password: String,
+}
+
+/// `{message: "Password changed", access_token, token_type: "bearer"}`
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "PasswordChanged")]
+pub struct PasswordChangedOut {
+    pub message: String,
+    pub access_token: String,
+    /// Always `bearer`
+    pub token_type: String,
 }
 
 #[derive(ApiResponse)]
@@ -531,6 +563,78 @@ impl AuthApi {
         )
         .await?;
         Ok(message("Password reset successfully"))
+    }
+
+    /// Verify the email address with the emailed link's token
+    ///
+    /// Each link works once and for 48 hours.
+    #[oai(path = "/api/auth/verify-email", method = "post")]
+    async fn verify_email(
+        &self,
+        state: Data<&AppState>,
+        body: Json<VerifyEmailIn>,
+    ) -> ApiResult<Json<MessageOut>> {
+        verification::verify(&state.ctx, &body.0.token).await?;
+        Ok(message("Email verified"))
+    }
+
+    /// Send a fresh verification link (3 an hour)
+    #[oai(path = "/api/auth/resend-verification", method = "post")]
+    async fn resend_verification(
+        &self,
+        auth: UserAuth,
+        state: Data<&AppState>,
+    ) -> ApiResult<Json<MessageOut>> {
+        verification::resend(&state.ctx, auth.user().id).await?;
+        Ok(message("Verification email sent"))
+    }
+
+    /// Sign out everywhere
+    ///
+    /// Every access and refresh token issued until now stops working, this
+    /// one included; both cookies are cleared.
+    #[oai(path = "/api/auth/logout-all", method = "post")]
+    async fn logout_all(
+        &self,
+        auth: UserAuth,
+        state: Data<&AppState>,
+    ) -> ApiResult<Response<Ok200<MessageOut>>> {
+        sessions::logout_all(&state.ctx, auth.user().id).await?;
+        Ok(with_cleared_cookies(
+            Response::new(Ok200::Ok(message(sessions::SIGNED_OUT_EVERYWHERE))),
+            &state.ctx.config,
+        ))
+    }
+
+    /// Change the password
+    ///
+    /// Every other session ends; this one goes on with the returned token and
+    /// fresh cookies.
+    #[oai(path = "/api/auth/change-password", method = "post")]
+    async fn change_password(
+        &self,
+        auth: UserAuth,
+        state: Data<&AppState>,
+        body: Json<ChangePasswordIn>,
+    ) -> ApiResult<Response<Ok200<PasswordChangedOut>>> {
+        let ctx = &state.ctx;
+        let b = body.0;
+        let tokens = sessions::change_password(
+            ctx,
+            auth.user().id,
+            ChangePasswordInput {
+                current_password: b.current_password,
+                new_password: b.new_password,
+                confirm_password: b.confirm_password,
+            },
+        )
+        .await?;
+        let resp = Response::new(Ok200::Ok(Json(PasswordChangedOut {
+            message: sessions::PASSWORD_CHANGED.into(),
+            access_token: tokens.access.clone(),
+            token_type: "bearer".into(),
+        })));
+        Ok(with_token_cookies(resp, &ctx.config, &tokens))
     }
 }
 

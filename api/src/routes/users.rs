@@ -90,6 +90,8 @@ pub struct ProfileOut {
     pub current_level_tag: Option<String>,
     pub reputation: i64,
     pub current_claves: i64,
+    /// Whether the account's email is verified
+    pub is_verified: bool,
     pub badges: Vec<ProfileBadgeOut>,
     pub stats: ProfileStatsOut,
 }
@@ -110,6 +112,7 @@ impl From<Profile> for ProfileOut {
             current_level_tag: p.current_level_tag,
             reputation: p.reputation,
             current_claves: p.current_claves,
+            is_verified: p.is_verified,
             badges: p.badges.into_iter().map(Into::into).collect(),
             stats: ProfileStatsOut {
                 reactions_given: p.stats.reactions_given,

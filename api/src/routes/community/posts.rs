@@ -11,6 +11,7 @@ use crate::state::AppState;
 use crate::types::parse_id;
 use mambo_core::Error as CoreError;
 use mambo_core::community::{self, Field};
+use mambo_core::verification;
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::OpenApi;
@@ -106,14 +107,24 @@ impl CommunityApi {
     }
 
     /// Create a post (Stage 15 claves, Lab 5 claves)
+    ///
+    /// An unverified account gets 403 `Please verify your email first` while
+    /// `REQUIRE_VERIFIED_FOR` lists `post` (admins are exempt).
     #[oai(path = "/api/community/posts", method = "post")]
     async fn create_post(
         &self,
         state: Data<&AppState>,
         auth: UserAuth,
-        body: Json<CreatePostIn>,
+        body: LaterJson<CreatePostIn>,
     ) -> ApiResult<Json<PostWrittenOut>> {
-        let b = body.0;
+        let user = auth.user();
+        verification::check(
+            &state.ctx.config,
+            verification::action::POST,
+            user.is_verified,
+            &user.role,
+        )?;
+        let b = body.parse()?;
         let input = community::NewPost {
             post_type: b.post_type,
             title: b.title,

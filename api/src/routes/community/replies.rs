@@ -8,7 +8,7 @@ use crate::deferred::LaterJson;
 use crate::error::ApiResult;
 use crate::routes::admin::audit_actor;
 use crate::state::AppState;
-use mambo_core::community;
+use mambo_core::{community, verification};
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::OpenApi;
@@ -21,15 +21,25 @@ pub struct RepliesApi;
 #[OpenApi(tag = "crate::routes::Tag::Community")]
 impl RepliesApi {
     /// Reply to a post (2 claves; closed in Hype mode)
+    ///
+    /// An unverified account gets 403 `Please verify your email first` while
+    /// `REQUIRE_VERIFIED_FOR` lists `reply` (admins are exempt).
     #[oai(path = "/api/community/posts/:post_id/replies", method = "post")]
     async fn reply(
         &self,
         state: Data<&AppState>,
         auth: UserAuth,
         post_id: Path<String>,
-        body: Json<ReplyIn>,
+        body: LaterJson<ReplyIn>,
     ) -> ApiResult<Json<ReplyWrittenOut>> {
-        let b = body.0;
+        let user = auth.user();
+        verification::check(
+            &state.ctx.config,
+            verification::action::REPLY,
+            user.is_verified,
+            &user.role,
+        )?;
+        let b = body.parse()?;
         let input = community::NewReply {
             content: b.content,
             mux_asset_id: b.mux_asset_id,
