@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use mambo_core::broadcast::{self, Audience, BroadcastRequest};
 use mambo_core::notifications::digest::{self, Period};
+use mambo_core::payments;
 use mambo_core::{Config, Context};
 use std::io::Write;
 use std::path::PathBuf;
@@ -81,6 +82,16 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Sign a Stripe event file with STRIPE_WEBHOOK_SECRET and post it to the API's webhook
+    #[command(long_about = STRIPE_EVENT_HELP)]
+    StripeEvent {
+        /// A JSON event (`{"type": ..., "data": {"object": {...}}}`); `-` reads stdin
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The API to send it to
+        #[arg(long, env = "BACKEND_URL", default_value = "http://localhost:8000")]
+        url: String,
+    },
     /// Queue the notification email digest now (once per user per day or ISO week)
     #[command(long_about = DIGEST_HELP)]
     Digest {
@@ -115,6 +126,17 @@ Variables: email, first_name, last_name, username, referral_code, referral_link,
 frontend_url, plus every --var NAME=VALUE. Missing values are null (print as nothing).
 
 Example: mambo broadcast --template core/templates/broadcasts/waitlist_launch.html --audience waitlist --dry-run";
+
+const STRIPE_EVENT_HELP: &str = "Sign a Stripe event and post it to the API's webhook.
+
+What `stripe listen --forward-to` does, without Stripe: the file's event gets an \
+`id` (evt_local_...) and a `created` time (now) when it has none, is signed with \
+STRIPE_WEBHOOK_SECRET (t=now, v1=HMAC-SHA256) and posted to \
+{url}/api/payments/webhook, which verifies and applies it like a real delivery. \
+Sending the same file twice (with its own id) shows the idempotency; a smaller \
+`created` than an earlier event shows that older events change nothing.
+
+Example: mambo stripe-event docs/stripe-events/payment_failed.json";
 
 const DIGEST_HELP: &str = "Queue the notification email digest now.
 
@@ -290,6 +312,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = connect(&config).await?;
             let ctx = Context::new(pool, config)?;
             broadcast_command(&ctx, &req, dry_run, no_wait).await
+        }
+        Command::StripeEvent { file, url } => {
+            let secret = config
+                .stripe_webhook_secret
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("STRIPE_WEBHOOK_SECRET is not set"))?;
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file)?
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs() as i64;
+            let event: serde_json::Value = serde_json::from_str(&text)?;
+            let event = payments::complete_event(event, now).map_err(anyhow::Error::msg)?;
+            let http = reqwest::Client::new();
+            let (status, body) =
+                payments::send_signed_event(&http, &url, secret.expose(), &event, now)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            println!("{} {} -> HTTP {status} {body}", event["type"], event["id"]);
+            if !(200..300).contains(&status) {
+                anyhow::bail!("the webhook refused the event");
+            }
+            Ok(())
         }
         Command::Digest { period } => {
             let pool = connect(&config).await?;

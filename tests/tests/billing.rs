@@ -841,3 +841,107 @@ async fn trial_will_end_tells_the_user_once() {
         )]
     );
 }
+
+async fn unverify(app: &TestApp, user: Uuid) {
+    sqlx::query("UPDATE users SET is_verified = false WHERE id = $1")
+        .bind(user)
+        .execute(app.db())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trial_needs_a_verified_email_but_paying_does_not() {
+    let (app, stripe) = stripe_app().await;
+    mount_checkout(&stripe).await;
+
+    // Eligible for a trial but unverified: refused, and Stripe is not called.
+    let fresh = app.student().await;
+    unverify(&app, fresh.id).await;
+    let (s, b) = checkout(&app, &fresh, &checkout_body(ADV)).await;
+    assert_eq!(
+        (s, b),
+        (
+            StatusCode::FORBIDDEN,
+            json!({"detail": "Please verify your email first"})
+        )
+    );
+    assert!(sessions(&stripe).await.is_empty());
+
+    // Not eligible (had a subscription): an unverified user can still pay.
+    let former = app.student().await;
+    unverify(&app, former.id).await;
+    link(
+        &app,
+        former.id,
+        "canceled",
+        "rookie",
+        "cus_f",
+        Some("sub_f"),
+    )
+    .await;
+    assert_eq!(trial_days(&app, &former).await, 0);
+
+    // Admins are exempt.
+    let admin = app.admin().await;
+    unverify(&app, admin.id).await;
+    assert_eq!(trial_days(&app, &admin).await, 7);
+
+    // Without the trial gate in REQUIRE_VERIFIED_FOR the trial is offered.
+    let (open, open_stripe) = stripe_app_with(&[("REQUIRE_VERIFIED_FOR", "post,reply")]).await;
+    mount_checkout(&open_stripe).await;
+    let u = open.student().await;
+    unverify(&open, u.id).await;
+    assert_eq!(trial_days(&open, &u).await, 7);
+}
+
+/// The documented development events (docs/stripe-events, sent by `mambo
+/// stripe-event`) are accepted by the webhook and do what the table says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_test_events_replay_through_the_signed_webhook() {
+    let (app, _stripe) = stripe_app_with(&[("STRIPE_SECRET_KEY", "")]).await;
+    let user = app.student().await;
+    link(&app, user.id, "incomplete", "rookie", "cus_dev_1", None).await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/stripe-events");
+    let http = reqwest::Client::new();
+    let mut now = app.ctx.clock.now().timestamp();
+    for (file, status) in [
+        ("subscription_trialing.json", "trialing"),
+        ("payment_failed.json", "past_due"),
+        ("invoice_paid.json", "active"),
+        ("trial_will_end.json", "active"),
+        ("subscription_deleted.json", "canceled"),
+    ] {
+        let text = std::fs::read_to_string(dir.join(file))
+            .unwrap()
+            .replace("00000000-0000-0000-0000-000000000000", &user.id.to_string());
+        now += 1;
+        let event = mambo_core::payments::complete_event(serde_json::from_str(&text).unwrap(), now)
+            .unwrap();
+        let (code, body) = mambo_core::payments::send_signed_event(
+            &http,
+            &app.url(""),
+            SECRET,
+            &event,
+            app.ctx.clock.now().timestamp(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, 200, "{file}: {body}");
+        let (_, v) = get_as(&app, &user, SUB).await;
+        assert_eq!(v["status"], status, "{file}: {v}");
+    }
+    let kinds: Vec<String> = notifications_of(&app, user.id)
+        .await
+        .into_iter()
+        .map(|(_, title)| title)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "Your payment failed",
+            "Your trial ends on March 17, 2030",
+            "Your subscription has ended"
+        ]
+    );
+}

@@ -135,7 +135,6 @@ impl PaymentsApi {
             Buyer {
                 id: user.id,
                 email: &user.email,
-                role: &user.role,
             },
             &CheckoutRequest {
                 price_id: body.price_id,

@@ -95,7 +95,6 @@ pub(super) async fn claim_trial(
 pub struct Buyer<'a> {
     pub id: Uuid,
     pub email: &'a str,
-    pub role: &'a str,
 }
 
 /// `POST /api/payments/create-checkout-session` (API.md §4.15, API-NEXT.md N2).
@@ -133,7 +132,7 @@ pub async fn create_checkout_session(
     let trial = trial_eligible(&mut conn, config, user_id, buyer.email).await?;
     drop(conn);
     if trial {
-        crate::payments::require_verified_for_trial(ctx, user_id, buyer.role).await?;
+        crate::payments::require_verified_for_trial(ctx, user_id).await?;
     }
     let trial_days = if trial { config.trial_days } else { 0 };
 

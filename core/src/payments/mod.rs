@@ -126,6 +126,7 @@ mod events;
 mod manage;
 mod notices;
 mod plans;
+mod replay;
 mod signature;
 mod stripe;
 
@@ -136,6 +137,7 @@ pub use checkout::{
 pub use events::{Event, handle_webhook, is_handled, process_event};
 pub use manage::*;
 pub use plans::{Change, SubscriptionView, long_date, subscription};
+pub use replay::{complete_event, send_signed_event};
 pub use signature::*;
 
 /// The one rule of paid access (API-NEXT.md N2), as a SQL condition on a
@@ -149,12 +151,8 @@ pub const ACCESS_SQL: &str = "(s.tier IN ('advanced','performer') AND (s.status 
 
 /// The trial gate of `REQUIRE_VERIFIED_FOR` (API-NEXT.md N3): a checkout that
 /// would carry a trial needs a verified email (admins are exempt).
-pub(crate) async fn require_verified_for_trial(
-    _ctx: &Context,
-    _user_id: Uuid,
-    _role: &str,
-) -> Result<()> {
-    Ok(())
+pub(crate) async fn require_verified_for_trial(ctx: &Context, user_id: Uuid) -> Result<()> {
+    crate::verification::ensure_verified_for(ctx, user_id, crate::verification::action::TRIAL).await
 }
 
 #[cfg(test)]
