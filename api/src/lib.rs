@@ -2,6 +2,7 @@
 //! `mambo_core`.
 
 pub mod auth;
+pub mod compression;
 pub mod deferred;
 pub mod error;
 pub mod fast_json;
@@ -107,6 +108,7 @@ fn app_with(ctx: Context, live: live::Hub) -> impl Endpoint {
         .around(metrics::capture_route)
         .data(state)
         .around(move |ep, req| middleware::edge(ep, req, cfg.clone()))
+        .around(compression::respond)
         .into_endpoint()
 }
 
