@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod compression;
+pub mod conditional;
 pub mod deferred;
 pub mod error;
 pub mod fast_json;

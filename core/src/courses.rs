@@ -320,12 +320,46 @@ async fn load_catalog(db: &PgPool) -> Result<Catalog> {
     })
 }
 
-/// What every catalogue read needs, in one query of index lookups: the
-/// catalogue's version, the caller's pro flag and their completed lessons.
-async fn catalog_head(
-    ctx: &Context,
-    viewer: Option<&Viewer>,
-) -> Result<(Arc<Catalog>, Access, std::collections::HashSet<Uuid>)> {
+/// What every catalogue read depends on besides the request itself: the
+/// catalogue (and its version), the caller's access and their completed
+/// lessons. Read in one query of index lookups ([`head`]); the catalogue's
+/// aggregates come from the in-process cache.
+pub struct Head {
+    version: i64,
+    catalog: Arc<Catalog>,
+    access: Access,
+    done: std::collections::HashSet<Uuid>,
+}
+
+impl Head {
+    /// A short text naming that state, for HTTP validators (issue 20): the
+    /// catalogue version, who is asking (staff, paid access) and a digest of
+    /// their completed lessons. Equal tags mean equal responses.
+    pub fn state_tag(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut ids: Vec<&Uuid> = self.done.iter().collect();
+        ids.sort_unstable();
+        let mut h = Sha256::new();
+        for id in ids {
+            h.update(id.as_bytes());
+        }
+        let who = self
+            .access
+            .user_id
+            .map(|u| u.simple().to_string())
+            .unwrap_or_else(|| "-".into());
+        format!(
+            "c{}:{who}:{}{}:{}",
+            self.version,
+            u8::from(self.access.staff),
+            u8::from(self.access.pro),
+            hex::encode(&h.finalize()[..8])
+        )
+    }
+}
+
+/// Reads the [`Head`] of a catalogue read.
+pub async fn head(ctx: &Context, viewer: Option<&Viewer>) -> Result<Head> {
     let (version, pro, done): (i64, Option<bool>, Vec<Uuid>) =
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT (SELECT version FROM cache_versions WHERE name = 'catalog'),
@@ -346,11 +380,12 @@ async fn catalog_head(
             c
         }
     };
-    Ok((
+    Ok(Head {
+        version,
         catalog,
-        access_with(viewer, pro),
-        done.into_iter().collect(),
-    ))
+        access: access_with(viewer, pro),
+        done: done.into_iter().collect(),
+    })
 }
 
 /// `GET /api/courses/worlds`: published worlds for the caller. One small query
@@ -358,18 +393,28 @@ async fn catalog_head(
 /// ids: index lookups only); the aggregates over every lesson only when the
 /// catalogue changed.
 pub async fn list_worlds(ctx: &Context, viewer: Option<&Viewer>) -> Result<Vec<WorldItem>> {
-    let (catalog, access, done) = catalog_head(ctx, viewer).await?;
+    Ok(worlds_in(&head(ctx, viewer).await?))
+}
+
+/// The worlds list of a [`Head`] (no further query).
+pub fn worlds_in(head: &Head) -> Vec<WorldItem> {
+    let Head {
+        catalog,
+        access,
+        done,
+        ..
+    } = head;
     let mut completed: HashMap<Uuid, i64> = HashMap::new();
-    for lesson in &done {
+    for lesson in done {
         if let Some(world) = catalog.lesson_world.get(lesson) {
             *completed.entry(*world).or_default() += 1;
         }
     }
-    let rows = &catalog.worlds;
-    Ok(rows
+    catalog
+        .worlds
         .iter()
-        .map(|r| world_item(r, &access, completed.get(&r.id).copied().unwrap_or(0)))
-        .collect())
+        .map(|r| world_item(r, access, completed.get(&r.id).copied().unwrap_or(0)))
+        .collect()
 }
 
 #[derive(sqlx::FromRow, Debug, Clone)]
@@ -521,20 +566,9 @@ pub async fn world_lessons(
 ) -> Result<Vec<LessonItem>> {
     // A published world: from the catalogue cache, with the caller's
     // completions (one query of index lookups).
-    let (catalog, access, done) = catalog_head(ctx, viewer).await?;
-    if let Some((is_free, lessons)) = catalog.lessons.get(&world_id) {
-        let open = access.can_open(*is_free);
-        return Ok(lessons
-            .iter()
-            .map(|l| {
-                let mut item = l.clone();
-                item.is_completed = access.user_id.is_some() && done.contains(&l.id);
-                if !open {
-                    item.redact();
-                }
-                item
-            })
-            .collect());
+    let head = head(ctx, viewer).await?;
+    if let Some(items) = world_lessons_in(&head, world_id) {
+        return Ok(items);
     }
     // Unpublished (staff only) or unknown: from the database.
     let db = &ctx.db;
@@ -551,6 +585,32 @@ pub async fn world_lessons(
         items.iter_mut().for_each(LessonItem::redact);
     }
     Ok(items)
+}
+
+/// A published world's lessons from a [`Head`] (no further query); `None`
+/// when the world is not in the published catalogue.
+pub fn world_lessons_in(head: &Head, world_id: Uuid) -> Option<Vec<LessonItem>> {
+    let Head {
+        catalog,
+        access,
+        done,
+        ..
+    } = head;
+    let (is_free, lessons) = catalog.lessons.get(&world_id)?;
+    let open = access.can_open(*is_free);
+    Some(
+        lessons
+            .iter()
+            .map(|l| {
+                let mut item = l.clone();
+                item.is_completed = access.user_id.is_some() && done.contains(&l.id);
+                if !open {
+                    item.redact();
+                }
+                item
+            })
+            .collect(),
+    )
 }
 
 /// `GET /api/courses/levels/{id}/lessons`: one level's lessons, sorted per §4.5.
@@ -602,6 +662,9 @@ pub struct LessonDetail {
     pub lesson_type: String,
     pub level_id: Option<Uuid>,
     pub level_title: Option<String>,
+    /// What the answer depends on besides the lesson: see [`access_tag`].
+    #[serde(skip)]
+    pub state_tag: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -675,11 +738,13 @@ pub async fn lesson_detail(db: &PgPool, viewer: &Viewer, lesson_id: Uuid) -> Res
         pro: Option<bool>,
         prev_id: Option<Uuid>,
         next_id: Option<Uuid>,
+        catalog_version: i64,
     }
     let r = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
         "SELECT {LESSON_ROW_COLUMNS},
                 (SELECT {PRO_SQL} FROM subscriptions s WHERE s.user_id = $2) AS pro,
-                n.prev_id, n.next_id
+                n.prev_id, n.next_id,
+                (SELECT version FROM cache_versions WHERE name = 'catalog') AS catalog_version
          FROM lessons le
          JOIN levels l ON l.id = le.level_id
          JOIN worlds w ON w.id = l.world_id
@@ -718,7 +783,35 @@ pub async fn lesson_detail(db: &PgPool, viewer: &Viewer, lesson_id: Uuid) -> Res
         lesson_type: row.lesson_type,
         level_id: Some(row.level_id),
         level_title: Some(row.level_title),
+        state_tag: access_tag_of(r.catalog_version, &access),
     })
+}
+
+/// The validator state of reads that depend on the catalogue and on what the
+/// caller may open, not on their progress (the lesson detail).
+fn access_tag_of(version: i64, access: &Access) -> String {
+    let who = access
+        .user_id
+        .map(|u| u.simple().to_string())
+        .unwrap_or_else(|| "-".into());
+    format!(
+        "c{version}:{who}:{}{}",
+        u8::from(access.staff),
+        u8::from(access.pro)
+    )
+}
+
+/// [`access_tag_of`] read on its own (one query of two index lookups), to
+/// answer a conditional request before the lesson is read.
+pub async fn access_tag(ctx: &Context, viewer: &Viewer) -> Result<String> {
+    let (version, pro): (i64, Option<bool>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT (SELECT version FROM cache_versions WHERE name = 'catalog'),
+                (SELECT {PRO_SQL} FROM subscriptions s WHERE s.user_id = $1)"
+    )))
+    .bind(viewer.id)
+    .fetch_one(&ctx.db)
+    .await?;
+    Ok(access_tag_of(version, &access_with(Some(viewer), pro)))
 }
 
 // ---------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 //! Badges endpoints (API.md §3.11, §4.8, D1, D30).
 
 use crate::auth::UserAuth;
+use crate::conditional::{Cached, Validator};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::types::{parse_id, ts_opt};
 use mambo_core::badges::{self, Awarded, BadgeItem, UserStats};
+use poem::Request;
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
@@ -117,14 +119,30 @@ async fn resolve(state: &AppState, raw: &str) -> ApiResult<Uuid> {
         .ok_or_else(|| ApiError::msg(404, "User not found"))
 }
 
-async fn all_for(state: &AppState, user: Uuid) -> ApiResult<Json<Vec<BadgeItemOut>>> {
+/// The badge catalogue with the caller's earned state. Its validator is the
+/// digest of the rows (one small query; no version of the definitions and
+/// awards is kept that would be cheaper to read).
+async fn all_for(
+    state: &AppState,
+    user: Uuid,
+    req: &Request,
+) -> ApiResult<Cached<Json<Vec<BadgeItemOut>>>> {
     let items = badges::list_for_user(&state.ctx.db, Some(user)).await?;
-    Ok(Json(items.into_iter().map(Into::into).collect()))
+    let rows = serde_json::to_vec(&items).map_err(|_| ApiError::internal())?;
+    let validator = Validator::of_body(&format!("badges:{user}"), &rows, false);
+    Cached::answer(req, validator, || async {
+        Ok(Json(items.into_iter().map(Into::into).collect()))
+    })
+    .await
 }
 
 /// Every badge definition with `user`'s earned status (both list paths).
-pub async fn list_all_for(state: &AppState, user: Uuid) -> ApiResult<Json<Vec<BadgeItemOut>>> {
-    all_for(state, user).await
+pub async fn list_all_for(
+    state: &AppState,
+    user: Uuid,
+    req: &Request,
+) -> ApiResult<Cached<Json<Vec<BadgeItemOut>>>> {
+    all_for(state, user, req).await
 }
 
 // poem-openapi drops a trailing slash from an operation path, except for the
@@ -138,10 +156,11 @@ impl BadgesApi {
     #[oai(path = "/", method = "get")]
     async fn list_badges(
         &self,
-        state: Data<&AppState>,
         auth: UserAuth,
-    ) -> ApiResult<Json<Vec<BadgeItemOut>>> {
-        all_for(&state, auth.user().id).await
+        state: Data<&AppState>,
+        req: &Request,
+    ) -> ApiResult<Cached<Json<Vec<BadgeItemOut>>>> {
+        all_for(&state, auth.user().id, req).await
     }
 
     /// A user's badges (by users.id or user_profiles.id)
@@ -152,7 +171,8 @@ impl BadgesApi {
         user_id: Path<String>,
     ) -> ApiResult<Json<Vec<BadgeItemOut>>> {
         let user = resolve(&state, &user_id).await?;
-        all_for(&state, user).await
+        let items = badges::list_for_user(&state.ctx.db, Some(user)).await?;
+        Ok(Json(items.into_iter().map(Into::into).collect()))
     }
 
     /// A user's public stats

@@ -2,11 +2,13 @@
 //! the skill tree and lesson completion. Logic lives in `mambo_core::courses`.
 
 use crate::auth::{AuthUser, OptionalAuth, UserAuth};
+use crate::conditional::{Cached, Validator};
 use crate::error::ApiResult;
 use crate::fast_json::FastJson;
 use crate::state::AppState;
 use crate::types::parse_id;
 use mambo_core::courses::{self, LESSON_NOT_FOUND, LEVEL_NOT_FOUND, Viewer, WORLD_NOT_FOUND};
+use poem::Request;
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
@@ -229,58 +231,82 @@ impl CoursesApi {
     #[oai(path = "/api/courses/worlds", method = "get")]
     async fn worlds(
         &self,
-        state: Data<&AppState>,
         auth: OptionalAuth,
-    ) -> ApiResult<FastJson<Vec<WorldItemOut>>> {
+        state: Data<&AppState>,
+        req: &Request,
+    ) -> ApiResult<Cached<FastJson<Vec<WorldItemOut>>>> {
         let v = auth.user().map(viewer);
-        let items = courses::list_worlds(&state.ctx, v.as_ref()).await?;
-        Ok(FastJson(items.into_iter().map(Into::into).collect()))
+        let head = courses::head(&state.ctx, v.as_ref()).await?;
+        let validator = Validator::new("worlds", &head.state_tag(), v.is_none());
+        Cached::answer(req, validator, || async {
+            Ok(FastJson(
+                courses::worlds_in(&head)
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
+            ))
+        })
+        .await
     }
 
     /// Every lesson of a world, sorted by week, day and order
     #[oai(path = "/api/courses/worlds/:world_id/lessons", method = "get")]
     async fn world_lessons(
         &self,
-        state: Data<&AppState>,
         auth: OptionalAuth,
+        state: Data<&AppState>,
         world_id: Path<String>,
-    ) -> ApiResult<FastJson<Vec<LessonItemOut>>> {
+        req: &Request,
+    ) -> ApiResult<Cached<FastJson<Vec<LessonItemOut>>>> {
         let id = parse_id(&world_id, WORLD_NOT_FOUND)?;
         let v = auth.user().map(viewer);
-        Ok(lesson_list(
-            courses::world_lessons(&state.ctx, v.as_ref(), id).await?,
-        ))
+        let head = courses::head(&state.ctx, v.as_ref()).await?;
+        let validator = Validator::new(
+            &format!("world-lessons:{id}"),
+            &head.state_tag(),
+            v.is_none(),
+        );
+        if validator.matches(req) && courses::world_lessons_in(&head, id).is_some() {
+            return Ok(Cached::NotModified(validator));
+        }
+        match courses::world_lessons_in(&head, id) {
+            Some(items) => Ok(Cached::Fresh(lesson_list(items), validator)),
+            // Outside the published catalogue (staff, or a 404).
+            None => Ok(Cached::Uncached(lesson_list(
+                courses::world_lessons(&state.ctx, v.as_ref(), id).await?,
+            ))),
+        }
     }
 
     /// One lesson with next/prev
     #[oai(path = "/api/courses/lessons/:lesson_id", method = "get")]
     async fn lesson(
         &self,
-        state: Data<&AppState>,
         auth: UserAuth,
+        state: Data<&AppState>,
         lesson_id: Path<String>,
-    ) -> ApiResult<FastJson<LessonDetailOut>> {
+        req: &Request,
+    ) -> ApiResult<Cached<FastJson<LessonDetailOut>>> {
         let id = parse_id(&lesson_id, LESSON_NOT_FOUND)?;
-        let d = courses::lesson_detail(&state.ctx.db, &viewer(auth.user()), id).await?;
-        Ok(FastJson(LessonDetailOut {
-            id: d.id,
-            title: d.title,
-            description: d.description,
-            video_url: d.video_url,
-            xp_value: d.xp_value,
-            next_lesson_id: d.next_lesson_id,
-            prev_lesson_id: d.prev_lesson_id,
-            comments: vec![],
-            week_number: d.week_number,
-            day_number: d.day_number,
-            content_json: d.content_json,
-            mux_playback_id: d.mux_playback_id,
-            mux_asset_id: d.mux_asset_id,
-            thumbnail_url: d.thumbnail_url,
-            lesson_type: d.lesson_type,
-            level_id: d.level_id,
-            level_title: d.level_title,
-        }))
+        let v = viewer(auth.user());
+        // The lesson, its level and its neighbours are catalogue rows; what
+        // the caller may open is their access: both are in the tag. A
+        // conditional request reads the tag alone first; any other request
+        // gets it from the lesson's own query.
+        let route = format!("lesson:{id}");
+        if req
+            .headers()
+            .contains_key(poem::http::header::IF_NONE_MATCH)
+        {
+            let validator =
+                Validator::new(&route, &courses::access_tag(&state.ctx, &v).await?, false);
+            if validator.matches(req) {
+                return Ok(Cached::NotModified(validator));
+            }
+        }
+        let d = courses::lesson_detail(&state.ctx.db, &v, id).await?;
+        let validator = Validator::new(&route, &d.state_tag, false);
+        Ok(Cached::Fresh(lesson_body(d), validator))
     }
 
     /// Complete a lesson (the seed's path)
@@ -324,46 +350,83 @@ impl CoursesApi {
     #[oai(path = "/api/courses/worlds/:world_id/skill-tree", method = "get")]
     async fn skill_tree(
         &self,
-        state: Data<&AppState>,
         auth: OptionalAuth,
+        state: Data<&AppState>,
         world_id: Path<String>,
-    ) -> ApiResult<Json<SkillTreeOut>> {
+        req: &Request,
+    ) -> ApiResult<Cached<Json<SkillTreeOut>>> {
         let id = parse_id(&world_id, WORLD_NOT_FOUND)?;
         let v = auth.user().map(viewer);
-        let t = courses::skill_tree(&state.ctx.db, v.as_ref(), id).await?;
-        Ok(Json(SkillTreeOut {
-            id: t.id,
-            title: t.title,
-            description: t.description,
-            difficulty: t.difficulty,
-            course_type: t.course_type,
-            is_free: t.is_free,
-            is_published: t.is_published,
-            thumbnail_url: t.thumbnail_url,
-            levels: t
-                .levels
-                .into_iter()
-                .map(|l| LevelNodeOut {
-                    id: l.id,
-                    title: l.title,
-                    description: l.description,
-                    order_index: l.order_index,
-                    x_position: l.x_position,
-                    y_position: l.y_position,
-                    thumbnail_url: l.thumbnail_url,
-                    mux_preview_playback_id: l.mux_preview_playback_id,
-                    is_unlocked: l.is_unlocked,
-                    completion_percentage: l.completion_percentage,
-                    lesson_count: l.lesson_count,
-                    outcome: l.outcome,
-                    duration_minutes: l.duration_minutes,
-                    total_xp: l.total_xp,
-                    status: l.status,
-                })
-                .collect(),
-            edges: t.edges.into_iter().map(Into::into).collect(),
-        }))
+        // Levels, edges and lessons are catalogue rows; unlocks follow the
+        // caller's completions: both are in the head's tag.
+        let head = courses::head(&state.ctx, v.as_ref()).await?;
+        let validator = Validator::new(&format!("skill-tree:{id}"), &head.state_tag(), v.is_none());
+        Cached::answer(req, validator, || skill_tree_body(&state, v, id)).await
     }
+}
+
+/// The body of `GET /api/courses/worlds/{id}/skill-tree`.
+async fn skill_tree_body(
+    state: &AppState,
+    v: Option<Viewer>,
+    id: Uuid,
+) -> ApiResult<Json<SkillTreeOut>> {
+    let t = courses::skill_tree(&state.ctx.db, v.as_ref(), id).await?;
+    Ok(Json(SkillTreeOut {
+        id: t.id,
+        title: t.title,
+        description: t.description,
+        difficulty: t.difficulty,
+        course_type: t.course_type,
+        is_free: t.is_free,
+        is_published: t.is_published,
+        thumbnail_url: t.thumbnail_url,
+        levels: t
+            .levels
+            .into_iter()
+            .map(|l| LevelNodeOut {
+                id: l.id,
+                title: l.title,
+                description: l.description,
+                order_index: l.order_index,
+                x_position: l.x_position,
+                y_position: l.y_position,
+                thumbnail_url: l.thumbnail_url,
+                mux_preview_playback_id: l.mux_preview_playback_id,
+                is_unlocked: l.is_unlocked,
+                completion_percentage: l.completion_percentage,
+                lesson_count: l.lesson_count,
+                outcome: l.outcome,
+                duration_minutes: l.duration_minutes,
+                total_xp: l.total_xp,
+                status: l.status,
+            })
+            .collect(),
+        edges: t.edges.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// The body of `GET /api/courses/lessons/{id}`.
+fn lesson_body(d: courses::LessonDetail) -> FastJson<LessonDetailOut> {
+    FastJson(LessonDetailOut {
+        id: d.id,
+        title: d.title,
+        description: d.description,
+        video_url: d.video_url,
+        xp_value: d.xp_value,
+        next_lesson_id: d.next_lesson_id,
+        prev_lesson_id: d.prev_lesson_id,
+        comments: vec![],
+        week_number: d.week_number,
+        day_number: d.day_number,
+        content_json: d.content_json,
+        mux_playback_id: d.mux_playback_id,
+        mux_asset_id: d.mux_asset_id,
+        thumbnail_url: d.thumbnail_url,
+        lesson_type: d.lesson_type,
+        level_id: d.level_id,
+        level_title: d.level_title,
+    })
 }
 
 #[cfg(test)]

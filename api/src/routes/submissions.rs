@@ -166,10 +166,11 @@ impl SubmissionsApi {
     )]
     async fn list_badges_no_slash(
         &self,
-        state: Data<&AppState>,
         auth: UserAuth,
-    ) -> ApiResult<Json<Vec<BadgeItemOut>>> {
-        badges::list_all_for(&state, auth.user().id).await
+        state: Data<&AppState>,
+        req: &poem::Request,
+    ) -> ApiResult<crate::conditional::Cached<Json<Vec<BadgeItemOut>>>> {
+        badges::list_all_for(&state, auth.user().id, req).await
     }
 
     /// Approve or reject a submission
