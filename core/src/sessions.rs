@@ -8,6 +8,7 @@
 use crate::auth::{self, Verified};
 use crate::identity::{self, Tokens, Violations};
 use crate::identity_rules::validate_password;
+use crate::ratelimit::{self, Decision, Limit};
 use crate::{Context, Error, Result};
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -18,6 +19,14 @@ pub const SIGNED_OUT_EVERYWHERE: &str = "Signed out everywhere";
 pub const PASSWORD_CHANGED: &str = "Password changed";
 const WRONG_CURRENT: &str = "Current password is incorrect";
 const GOOGLE_ACCOUNT: &str = "This account signs in with Google";
+
+/// Password change attempts per user, right or wrong: a stolen session cannot
+/// guess the current password at leisure (and then lock its owner out).
+pub const CHANGE_PASSWORD: Limit = Limit {
+    action: "change_password",
+    max: 10,
+    window_secs: 900,
+};
 
 /// Refuses every token of `user_id` issued before `at` (in the caller's
 /// transaction or on a connection).
@@ -72,7 +81,8 @@ pub fn validate_change(input: &ChangePasswordInput) -> Result<()> {
     v.into_result()
 }
 
-/// `POST /api/auth/change-password`: checks the current password, sets the
+/// `POST /api/auth/change-password`: checks the current password (at most
+/// [`CHANGE_PASSWORD`] attempts, then 429), sets the
 /// new one and revokes every earlier token; returns fresh tokens issued at the
 /// instant of the revocation, so this session goes on while every other ends.
 pub async fn change_password(
@@ -95,6 +105,14 @@ pub async fn change_password(
             WRONG_CURRENT
         }));
     };
+    if let Decision::Limited { retry_after } =
+        ratelimit::hit(&ctx.redis, &CHANGE_PASSWORD, &user_id.to_string()).await
+    {
+        return Err(Error::too_many(
+            "Too many password change attempts. Please try again later.",
+            retry_after,
+        ));
+    }
     if auth::verify_password(input.current_password, old_hash.clone()).await == Verified::No {
         return Err(Error::bad_request(WRONG_CURRENT));
     }

@@ -427,6 +427,49 @@ async fn google_accounts_have_no_password_to_change() {
     assert_eq!(me(&app, &user.token).await, StatusCode::OK);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_the_current_password_is_limited() {
+    let app = TestApp::spawn_api_only().await;
+    let user = app.student().await;
+    for i in 0..10 {
+        let (s, v) = json(
+            change_password(
+                &app,
+                &user.token,
+                change_body(&format!("Guess{i}pass"), NEW_PASSWORD, NEW_PASSWORD),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(
+            (s, v),
+            (
+                StatusCode::BAD_REQUEST,
+                json!({"detail": "Current password is incorrect"})
+            ),
+            "attempt {i}"
+        );
+    }
+    // The 11th attempt within 15 minutes is refused, even with the right password.
+    let resp = change_password(
+        &app,
+        &user.token,
+        change_body(&user.password, NEW_PASSWORD, NEW_PASSWORD),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=900).contains(&retry), "{retry}");
+    // Nothing changed: the session and the password are the same.
+    assert_eq!(me(&app, &user.token).await, StatusCode::OK);
+    let (s, _) = login(&app, &user.email, &user.password).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
 // ---------------------------------------------------------------------------
 // Password reset
 // ---------------------------------------------------------------------------
