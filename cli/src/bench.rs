@@ -94,6 +94,12 @@ pub struct BenchArgs {
     /// Where the table is written
     #[arg(long, default_value = "docs/bench-results.md")]
     pub output: PathBuf,
+    /// Seconds of `pgbench -S` (32 clients) run first, for the ratio column (0: skip)
+    #[arg(long, default_value_t = 10)]
+    pub pgbench_seconds: u64,
+    /// Then hold this many notification streams open and run the GET rows again at 32
+    #[arg(long, default_value_t = 0)]
+    pub streams: usize,
 }
 
 fn options(url: &str) -> anyhow::Result<(PgConnectOptions, String)> {
@@ -250,6 +256,8 @@ struct Fixtures {
     fresh_posts: Vec<Uuid>,
     emails: i64,
     deep_skip: i64,
+    /// (token, ETag of its signed-in worlds list), for the 304 row.
+    etags: Vec<(String, String)>,
 }
 
 type MakeRequest = Arc<dyn Fn(&reqwest::Client, u64) -> reqwest::RequestBuilder + Send + Sync>;
@@ -379,6 +387,46 @@ fn endpoints(f: Arc<Fixtures>) -> Vec<Endpoint> {
                 .bearer_auth(&g.tokens[n as usize % g.tokens.len()])
         }),
     );
+    let g = f.clone();
+    add(
+        "GET /api/courses/worlds (signed in, If-None-Match: 304)",
+        Arc::new(move |c, n| {
+            let (token, tag) = &g.etags[n as usize % g.etags.len()];
+            c.get(format!("{}/api/courses/worlds", g.base))
+                .bearer_auth(token)
+                .header("if-none-match", tag)
+        }),
+    );
+    for (label, encoding) in [
+        ("identity", None),
+        ("gzip", Some("gzip")),
+        ("br", Some("br")),
+    ] {
+        let g = f.clone();
+        add(
+            &format!("GET /api/community/feed (page 1, {label})"),
+            Arc::new(move |c, n| {
+                let r = c
+                    .get(format!("{}/api/community/feed?skip=0&limit=20", g.base))
+                    .bearer_auth(&g.tokens[n as usize % g.tokens.len()]);
+                match encoding {
+                    Some(e) => r.header("accept-encoding", e),
+                    None => r,
+                }
+            }),
+        );
+        let g = f.clone();
+        add(
+            &format!("GET /openapi.json ({label})"),
+            Arc::new(move |c, _| {
+                let r = c.get(format!("{}/openapi.json", g.base));
+                match encoding {
+                    Some(e) => r.header("accept-encoding", e),
+                    None => r,
+                }
+            }),
+        );
+    }
     let g = f;
     add(
         "POST /api/auth/token (login)",
@@ -433,7 +481,7 @@ async fn run_cell(ep: &Endpoint, concurrency: usize, duration: Duration) -> anyh
                         let status = r.status();
                         let body = r.bytes().await;
                         match body {
-                            Ok(_) if status.is_success() => true,
+                            Ok(_) if status.is_success() || status.as_u16() == 304 => true,
                             Ok(b) => {
                                 if first_error.is_none() {
                                     first_error = Some(format!(
@@ -608,6 +656,22 @@ async fn fixtures(url: &str, s: &Sizes, base: String) -> anyhow::Result<Fixtures
     let posts = ids(&mut conn, "p", &sample).await?;
     let fresh: Vec<i64> = (s.posts - s.fresh_posts..s.posts).collect();
     let fresh_posts = ids(&mut conn, "p", &fresh).await?;
+    // The ETag each of the first 64 accounts holds for its worlds list.
+    let client = reqwest::Client::new();
+    let mut etags = vec![];
+    for t in tokens.iter().take(64) {
+        let r = client
+            .get(format!("{base}/api/courses/worlds"))
+            .bearer_auth(t)
+            .send()
+            .await?;
+        if let Some(tag) = r.headers().get("etag").and_then(|v| v.to_str().ok()) {
+            etags.push((t.clone(), tag.to_string()));
+        }
+    }
+    if etags.is_empty() {
+        anyhow::bail!("the worlds list sends no ETag");
+    }
     Ok(Fixtures {
         base,
         tokens,
@@ -618,6 +682,7 @@ async fn fixtures(url: &str, s: &Sizes, base: String) -> anyhow::Result<Fixtures
         fresh_posts,
         emails: s.users,
         deep_skip: (s.posts / 2).min(10_000),
+        etags,
     })
 }
 
@@ -633,10 +698,27 @@ struct Row {
     concurrency: usize,
     cell: Cell,
     peak_kib: Option<u64>,
+    /// Bytes of one response body as sent (compressed when it was).
+    body_bytes: Option<usize>,
+}
+
+/// What the run measured besides the table.
+#[derive(Default)]
+struct Extra {
+    pgbench_tps: Option<f64>,
+    pgbench_note: Option<String>,
+    idle_start: Option<u64>,
+    idle_end: Option<u64>,
+    /// Users whose balance differs from their ledger after the run.
+    mismatches: i64,
+    /// (streams opened, failed, API RSS with them open, RSS before opening).
+    streams: Option<(usize, usize, Option<u64>, Option<u64>)>,
 }
 
 /// `mambo bench`.
 pub async fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
+    // Thousands of streams need as many sockets in this process too.
+    mambo_api::raise_open_file_limit();
     let (preset, sizes) = match read_meta(&args.seed.database_url).await? {
         Some(m) if !args.reseed => m,
         _ => {
@@ -652,7 +734,52 @@ pub async fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
     let idle_start = proc_kib(pid, "VmRSS:");
     let base = format!("http://127.0.0.1:{}", args.port);
     let f = Arc::new(fixtures(&args.seed.database_url, &sizes, base).await?);
-    let result = run_all(&args, f, pid).await;
+    let mut extra = Extra::default();
+    if args.pgbench_seconds > 0 {
+        eprintln!("pgbench -S, 32 clients, {} s", args.pgbench_seconds);
+        match crate::bench_extra::pgbench_select(32, args.pgbench_seconds).await {
+            Ok(tps) => extra.pgbench_tps = Some(tps),
+            Err(e) => {
+                eprintln!("  pgbench: {e}");
+                extra.pgbench_note = Some(e);
+            }
+        }
+    }
+    let full = Pass {
+        suffix: String::new(),
+        concurrency: args.concurrency.clone(),
+        gets_only: false,
+    };
+    let mut result = run_all(&args, f.clone(), pid, &full).await;
+    if args.streams > 0 && result.is_ok() {
+        let before = proc_kib(pid, "VmRSS:");
+        eprintln!("opening {} notification streams", args.streams);
+        let streams = crate::bench_extra::open_streams(args.port, &f.tokens, args.streams).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let with = proc_kib(pid, "VmRSS:");
+        eprintln!(
+            "  {} open, {} failed; API RSS {} (was {})",
+            streams.opened,
+            streams.failed,
+            mib(with),
+            mib(before)
+        );
+        extra.streams = Some((streams.opened, streams.failed, with, before));
+        let again = Pass {
+            suffix: format!(" [{} streams open]", streams.opened),
+            concurrency: vec![32],
+            gets_only: true,
+        };
+        match run_all(&args, f.clone(), pid, &again).await {
+            Ok(more) => {
+                if let Ok(rows) = result.as_mut() {
+                    rows.extend(more);
+                }
+            }
+            Err(e) => result = Err(e),
+        }
+        drop(streams);
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_end = proc_kib(pid, "VmRSS:");
     api.stop().await;
@@ -665,9 +792,10 @@ pub async fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
     let (opts, _) = options(&args.seed.database_url)?;
     let mut conn = PgConnection::connect_with(&opts).await?;
     let mismatches = bench_seed::ledger_mismatches(&mut conn).await?;
-    let mut report = render(
-        &args, &preset, &sizes, &rows, idle_start, idle_end, mismatches,
-    );
+    extra.idle_start = idle_start;
+    extra.idle_end = idle_end;
+    extra.mismatches = mismatches;
+    let mut report = render(&args, &preset, &sizes, &rows, &extra);
     if let Some((users, inserted, took)) = fanout {
         report.push_str(&format!(
             "`course_published` fan-out (the worker's job, `notifications::fanout::run`): {inserted} \
@@ -763,21 +891,49 @@ async fn save_seq(conn: &mut PgConnection, endpoint: &str, seq: u64) -> anyhow::
     Ok(())
 }
 
-async fn run_all(args: &BenchArgs, f: Arc<Fixtures>, pid: u32) -> anyhow::Result<Vec<Row>> {
+/// One pass over the endpoints: the full table, or the GET rows again with
+/// streams open.
+struct Pass {
+    suffix: String,
+    concurrency: Vec<usize>,
+    gets_only: bool,
+}
+
+async fn run_all(
+    args: &BenchArgs,
+    f: Arc<Fixtures>,
+    pid: u32,
+    pass: &Pass,
+) -> anyhow::Result<Vec<Row>> {
     let (opts, _) = options(&args.seed.database_url)?;
     let mut conn = PgConnection::connect_with(&opts).await?;
     let mut rows = vec![];
+    let sizer = reqwest::Client::new();
     for ep in endpoints(f) {
         if !args.only.is_empty() && !args.only.iter().any(|o| ep.name.contains(o.as_str())) {
             continue;
         }
-        eprintln!("{}", ep.name);
+        if pass.gets_only && !ep.name.starts_with("GET") {
+            continue;
+        }
+        let name = format!("{}{}", ep.name, pass.suffix);
+        eprintln!("{name}");
         ep.counter
             .store(load_seq(&mut conn, &ep.name).await?, Ordering::Relaxed);
+        // One response's size as sent (reads only: a write would count).
+        let body_bytes = if ep.name.starts_with("GET") {
+            let n = ep.counter.fetch_add(1, Ordering::Relaxed);
+            match (ep.make)(&sizer, n).send().await {
+                Ok(r) => r.bytes().await.ok().map(|b| b.len()),
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
         if args.warmup > 0.0 {
             run_cell(&ep, 8, Duration::from_secs_f64(args.warmup)).await?;
         }
-        for &c in &args.concurrency {
+        for &c in &pass.concurrency {
             reset_peak(pid);
             let cell = run_cell(&ep, c, Duration::from_secs_f64(args.duration)).await?;
             let peak_kib = proc_kib(pid, "VmHWM:");
@@ -794,10 +950,11 @@ async fn run_all(args: &BenchArgs, f: Arc<Fixtures>, pid: u32) -> anyhow::Result
                     .unwrap_or_default()
             );
             rows.push(Row {
-                endpoint: ep.name.clone(),
+                endpoint: name.clone(),
                 concurrency: c,
                 cell,
                 peak_kib,
+                body_bytes,
             });
         }
         save_seq(&mut conn, &ep.name, ep.counter.load(Ordering::Relaxed)).await?;
@@ -805,15 +962,7 @@ async fn run_all(args: &BenchArgs, f: Arc<Fixtures>, pid: u32) -> anyhow::Result
     Ok(rows)
 }
 
-fn render(
-    args: &BenchArgs,
-    preset: &str,
-    s: &Sizes,
-    rows: &[Row],
-    idle_start: Option<u64>,
-    idle_end: Option<u64>,
-    mismatches: i64,
-) -> String {
+fn render(args: &BenchArgs, preset: &str, s: &Sizes, rows: &[Row], extra: &Extra) -> String {
     let mut out = String::new();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -833,26 +982,54 @@ fn render(
         args.duration,
         args.warmup
     ));
-    out.push_str("| endpoint | conc | req/s | p50 ms | p99 ms | errors | API peak RSS |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+    match (extra.pgbench_tps, &extra.pgbench_note) {
+        (Some(tps), _) => out.push_str(&format!(
+            "PostgreSQL alone in the same run: `pgbench -S -c 32` (primary-key lookups) **{tps:.0} \
+             tps**; the `× pgbench` column is each row's req/s divided by it, to compare runs on \
+             different machines.\n\n"
+        )),
+        (None, Some(note)) => out.push_str(&format!("pgbench not run: {note}\n\n")),
+        (None, None) => {}
+    }
+    out.push_str(
+        "| endpoint | conc | req/s | × pgbench | p50 ms | p99 ms | errors | body bytes | API peak RSS |\n",
+    );
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
+        let rps = r.cell.requests as f64 / r.cell.elapsed.as_secs_f64();
         out.push_str(&format!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} |\n",
+            "| {} | {} | {:.0} | {} | {:.2} | {:.2} | {} | {} | {} |\n",
             r.endpoint,
             r.concurrency,
-            r.cell.requests as f64 / r.cell.elapsed.as_secs_f64(),
+            rps,
+            extra
+                .pgbench_tps
+                .map(|t| format!("{:.2}", rps / t))
+                .unwrap_or_else(|| "–".into()),
             r.cell.p50.as_secs_f64() * 1e3,
             r.cell.p99.as_secs_f64() * 1e3,
             r.cell.errors,
+            r.body_bytes
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "–".into()),
             mib(r.peak_kib)
+        ));
+    }
+    if let Some((opened, failed, with, before)) = extra.streams {
+        out.push_str(&format!(
+            "\nNotification streams: {opened} held open ({failed} failed to open); API RSS {} with \
+             them open (it was {} before they opened). The rows marked `[… streams open]` ran \
+             while they stayed open.\n",
+            mib(with),
+            mib(before)
         ));
     }
     out.push_str(&format!(
         "\nAPI idle RSS: {} after start, {} after the run. Ledger check after the run: {} \
          user(s) whose balance differs from the sum of their ledger rows.\n",
-        mib(idle_start),
-        mib(idle_end),
-        mismatches
+        mib(extra.idle_start),
+        mib(extra.idle_end),
+        extra.mismatches
     ));
     out.push_str(
         "Login: argon2id m=19456 KiB, t=2, p=1 (the argon2 crate's defaults, OWASP); \

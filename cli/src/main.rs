@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod bench_extra;
 mod local_s3;
 
 #[derive(Parser)]

@@ -22,10 +22,11 @@ pub fn complete_event(mut event: Value, now: i64) -> std::result::Result<Value, 
     {
         return Err("the event needs \"data\": {\"object\": {...}}".into());
     }
-    if !obj
+    let has_id = obj
         .get("id")
-        .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()))
-    {
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty());
+    if !has_id {
         obj.insert(
             "id".into(),
             Value::String(format!("evt_local_{}", Uuid::new_v4().simple())),
