@@ -53,6 +53,8 @@ class Fake(BaseHTTPRequestHandler):
             return self.send(200, {"id": "cus_fuzz", "object": "customer"})
         if method == "POST" and p == "/v1/checkout/sessions":
             return self.send(200, {"id": "cs_fuzz", "object": "checkout.session", "url": "https://checkout.example/cs_fuzz"})
+        if method == "POST" and p == "/v1/billing_portal/sessions":
+            return self.send(200, {"id": "bps_fuzz", "object": "billing_portal.session", "url": "https://billing.example/bps_fuzz"})
         if p.startswith("/v1/"):
             return self.send(404, {"error": {"type": "invalid_request_error", "message": "No such object"}})
         # Resend
