@@ -41,7 +41,11 @@ pub type Apis = (
     badges::BadgesApi,
     payments::PaymentsApi,
     notifications::NotificationsApi,
-    notifications_stream::NotificationsStreamApi,
+    // poem-openapi combines at most 16 APIs per tuple.
+    (
+        notifications_stream::NotificationsStreamApi,
+        privacy::PrivacyApi,
+    ),
 );
 
 fn apis() -> Apis {
@@ -61,7 +65,10 @@ fn apis() -> Apis {
         badges::BadgesApi,
         payments::PaymentsApi,
         notifications::NotificationsApi,
-        notifications_stream::NotificationsStreamApi,
+        (
+            notifications_stream::NotificationsStreamApi,
+            privacy::PrivacyApi,
+        ),
     )
 }
 

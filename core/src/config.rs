@@ -176,6 +176,17 @@ pub struct Config {
     /// (`REQUIRE_VERIFIED_FOR`, comma list, default `post,reply,trial`; lower
     /// case, blanks dropped). See `verification::ensure_verified_for`.
     pub require_verified_for: Vec<String>,
+    /// The bucket data exports are written to (`EXPORT_BUCKET`; the R2 bucket,
+    /// `AWS_BUCKET_NAME`, when unset). Exports are private: only presigned
+    /// links read them.
+    pub export_bucket: Option<String>,
+    /// The key prefix of data exports (`EXPORT_PREFIX`, `exports`): objects are
+    /// `{prefix}/{user_id}/{export_id}.zip`.
+    pub export_prefix: String,
+    /// How long a data export (and its download link) lives
+    /// (`EXPORT_LINK_SECONDS`, 86,400 = 24 h). The same span is the minimum
+    /// time between two exports of one user.
+    pub export_link_seconds: u64,
 }
 
 impl Config {
@@ -414,6 +425,13 @@ impl Config {
                 .map(|a| a.trim().to_ascii_lowercase())
                 .filter(|a| !a.is_empty())
                 .collect(),
+            export_bucket: get("EXPORT_BUCKET"),
+            export_prefix: get("EXPORT_PREFIX")
+                .map(|p| p.trim_matches('/').to_string())
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "exports".into()),
+            // At most 7 days: the longest a SigV4 presigned URL may live.
+            export_link_seconds: positive("EXPORT_LINK_SECONDS", 86_400)?.min(7 * 86_400),
             environment,
         })
     }

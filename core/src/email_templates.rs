@@ -13,6 +13,7 @@
 //! | template | variables |
 //! |---|---|
 //! | `password_reset` | `reset_link`, `expires_in` (e.g. `"1 hour"`) |
+//! | `data_export` | `ready` (bool), `download_link` (string or null), `expires_in` (e.g. `"24 hours"`, or null) |
 //! | `waitlist_welcome` | `username`, `referral_link` (`{FRONTEND_URL}/waitlist?ref={code}`) |
 //! | `submission_graded` | `first_name`, `lesson_title`, `approved` (bool), `xp_awarded` (int, 0 when none), `feedback_text`, `feedback_video_url` (string or null), `courses_link` |
 //! | `broadcast` | `subject`, `content_html` (trusted HTML), `content_text` |
@@ -34,6 +35,7 @@ use std::sync::LazyLock;
 /// The emails this module can render.
 pub const TEMPLATES: &[&str] = &[
     "password_reset",
+    "data_export",
     "waitlist_welcome",
     "submission_graded",
     "broadcast",
@@ -57,6 +59,14 @@ const FILES: &[(&str, &str)] = &[
     (
         "password_reset.txt",
         include_str!("../templates/email/password_reset.txt"),
+    ),
+    (
+        "data_export.html",
+        include_str!("../templates/email/data_export.html"),
+    ),
+    (
+        "data_export.txt",
+        include_str!("../templates/email/data_export.txt"),
     ),
     (
         "waitlist_welcome.html",

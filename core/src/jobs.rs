@@ -122,6 +122,26 @@ impl Job for CoursePublishedJob {
     const QUEUE: &'static str = "notification_fanout";
 }
 
+/// Writes one data export (`privacy::export::run`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataExportJob {
+    pub export_id: Uuid,
+}
+
+impl Job for DataExportJob {
+    const QUEUE: &'static str = "data_export";
+}
+
+/// Carries out a requested account deletion (`privacy::deletion::run`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountDeletionJob {
+    pub user_id: Uuid,
+}
+
+impl Job for AccountDeletionJob {
+    const QUEUE: &'static str = "account_deletion";
+}
+
 /// Every queue the worker consumes.
 pub const QUEUES: &[&str] = &[
     EmailJob::QUEUE,
@@ -130,6 +150,8 @@ pub const QUEUES: &[&str] = &[
     BadgeCheckJob::QUEUE,
     StreakBonusJob::QUEUE,
     CoursePublishedJob::QUEUE,
+    DataExportJob::QUEUE,
+    AccountDeletionJob::QUEUE,
 ];
 
 // ---------------------------------------------------------------------------

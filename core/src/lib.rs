@@ -27,6 +27,7 @@ pub mod mux;
 pub mod notifications;
 pub mod oauth;
 pub mod payments;
+pub mod privacy;
 pub mod profiles;
 pub mod ratelimit;
 pub mod redis;

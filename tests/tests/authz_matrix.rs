@@ -252,6 +252,16 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
         ("PUT /api/users/me/badges/reorder", USER),
         ("GET /api/users/public/{username}", PUBLIC),
         ("GET /api/users/search", USER),
+        // --- privacy: the caller's own export (a fresh one for each caller)
+        ("POST /api/users/me/export", USER),
+        ("GET /api/users/me/exports", USER),
+        // A wrong password (the callers are not deleted): 400, after the auth check.
+        ("DELETE /api/users/me", ["401", "400", "400", "400"]),
+        // An unknown user (the fixtures' owner is not deleted): 404 for the admin.
+        (
+            "DELETE /api/admin/users/{user_id}",
+            ["401", "403", "403", "404"],
+        ),
     ])
 }
 
@@ -406,6 +416,10 @@ async fn fixtures(app: &TestApp, owner: &TestUser, other: &TestUser) -> Fix {
 }
 
 fn fill_path(p: &str, f: &Fix, owner: &TestUser, username: &str) -> String {
+    if p == "/api/admin/users/{user_id}" {
+        // Deleting the shared owner would end every later call.
+        return format!("/api/admin/users/{}", Uuid::new_v4());
+    }
     p.replace("{course_id}", &f.world.to_string())
         .replace("{world_id}", &f.world.to_string())
         .replace("{level_id}", &f.level.to_string())
@@ -526,6 +540,7 @@ fn body(key: &str, f: &Fix, owner: &TestUser, n: &str) -> Option<Value> {
             json!({"in_app": {"reaction_received": false}, "email_digest": "weekly"})
         }
         "PUT /api/users/me/badges/reorder" => json!({"badge_ids": []}),
+        "DELETE /api/users/me" => json!({"password": "not-the-password"}),
         "POST /api/mux/webhook"
         | "POST /api/webhook"
         | "POST /api/webhooks"

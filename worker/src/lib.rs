@@ -16,11 +16,11 @@ use apalis_cron::{CronScheduler, Tick};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use mambo_core::jobs::{
-    self, BadgeCheckJob, BroadcastJob, CoursePublishedJob, EmailJob, Job, MuxSyncAction,
-    MuxSyncJob, StreakBonusJob,
+    self, AccountDeletionJob, BadgeCheckJob, BroadcastJob, CoursePublishedJob, DataExportJob,
+    EmailJob, Job, MuxSyncAction, MuxSyncJob, StreakBonusJob,
 };
 use mambo_core::metrics::{self, JobOutcome};
-use mambo_core::{Context, badges, broadcast, email, mux, notifications, streaks};
+use mambo_core::{Context, badges, broadcast, email, mux, notifications, privacy, streaks};
 use std::future::Future;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -174,6 +174,22 @@ const NOTIFICATION_FANOUT: QueueSettings = QueueSettings {
     timeout: Duration::from_secs(600),
 };
 
+/// One export at a time per process: each streams a user's rows to a ZIP
+/// on disk and uploads it.
+const DATA_EXPORT: QueueSettings = QueueSettings {
+    concurrency: 1,
+    retries: 3,
+    timeout: Duration::from_secs(600),
+};
+
+/// Account deletions call Stripe, Mux (once per video) and R2, then delete
+/// rows; resumable, so a timeout or a crash only costs a rerun.
+const ACCOUNT_DELETION: QueueSettings = QueueSettings {
+    concurrency: 1,
+    retries: 3,
+    timeout: Duration::from_secs(600),
+};
+
 /// Runs the worker until `shutdown` resolves, then stops taking jobs, lets the
 /// running ones finish (up to [`SHUTDOWN_GRACE`]) and returns.
 ///
@@ -219,6 +235,14 @@ pub async fn run(
         &stop_rx,
         NOTIFICATION_FANOUT,
         course_published_task,
+    );
+    spawn_queue::<DataExportJob, _, _>(&mut tasks, &ctx, &stop_rx, DATA_EXPORT, data_export_task);
+    spawn_queue::<AccountDeletionJob, _, _>(
+        &mut tasks,
+        &ctx,
+        &stop_rx,
+        ACCOUNT_DELETION,
+        account_deletion_task,
     );
     for job in SCHEDULED {
         let ctx = ctx.clone();
@@ -558,6 +582,26 @@ async fn course_published_task(
     .await
 }
 
+async fn data_export_task(job: DataExportJob, ctx: Data<Context>) -> Result<(), BoxDynError> {
+    let span = tracing::info_span!("job", queue = DataExportJob::QUEUE, export_id = %job.export_id);
+    observe(DataExportJob::QUEUE, span, async {
+        privacy::export::run(&ctx, &job).await.map_err(task_error)
+    })
+    .await
+}
+
+async fn account_deletion_task(
+    job: AccountDeletionJob,
+    ctx: Data<Context>,
+) -> Result<(), BoxDynError> {
+    let span =
+        tracing::info_span!("job", queue = AccountDeletionJob::QUEUE, user_id = %job.user_id);
+    observe(AccountDeletionJob::QUEUE, span, async {
+        privacy::deletion::run(&ctx, &job).await.map_err(task_error)
+    })
+    .await
+}
+
 async fn scheduled_task(
     tick: Tick,
     ctx: Data<Context>,
@@ -600,8 +644,9 @@ async fn scheduled_task(
 /// streaks ([`streaks::reset_broken_streaks`]), deletes read notifications
 /// older than 90 days and all older than 365 ([`notifications::prune`]) and
 /// resolved content reports older than 365 days
-/// ([`mambo_core::community::prune_reports`]) and email verification links a
-/// week past their expiry ([`mambo_core::verification::prune`]).
+/// ([`mambo_core::community::prune_reports`]), email verification links a
+/// week past their expiry ([`mambo_core::verification::prune`]), and deletes
+/// the archives of expired data exports ([`privacy::export::clean_expired`]).
 pub async fn daily_maintenance(ctx: &Context) -> mambo_core::Result<()> {
     let outbox = jobs::maintain_outbox(ctx).await?;
     let streaks_reset = streaks::reset_broken_streaks(ctx).await?;
@@ -609,6 +654,8 @@ pub async fn daily_maintenance(ctx: &Context) -> mambo_core::Result<()> {
     let reports_deleted = mambo_core::community::prune_reports(&ctx.db, ctx.clock.now()).await?;
     let verification_links_deleted =
         mambo_core::verification::prune(&ctx.db, ctx.clock.now()).await?;
+    let (export_archives_deleted, export_rows_deleted) =
+        privacy::export::clean_expired(ctx).await?;
     tracing::info!(
         relayed = outbox.relayed,
         deleted = outbox.deleted,
@@ -616,6 +663,8 @@ pub async fn daily_maintenance(ctx: &Context) -> mambo_core::Result<()> {
         notifications_deleted,
         reports_deleted,
         verification_links_deleted,
+        export_archives_deleted,
+        export_rows_deleted,
         "daily maintenance done"
     );
     Ok(())

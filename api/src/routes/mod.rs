@@ -13,6 +13,7 @@ pub mod mux;
 pub mod notifications;
 pub mod notifications_stream;
 pub mod payments;
+pub mod privacy;
 pub mod submissions;
 pub mod uploads;
 pub mod users;
@@ -49,4 +50,6 @@ pub enum Tag {
     Payments,
     /// The notification bell, its live stream and preferences
     Notifications,
+    /// Data export and account deletion
+    Privacy,
 }

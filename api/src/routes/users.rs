@@ -172,6 +172,21 @@ impl UsersApi {
         Ok(Json(p.into()))
     }
 
+    /// Delete one's account (GDPR art. 17): signed out at once, erased by the worker
+    ///
+    /// `{password}` for accounts that sign in with one, `{confirm: "DELETE"}`
+    /// for Google accounts.
+    #[oai(path = "/api/users/me", method = "delete")]
+    async fn delete_me(
+        &self,
+        auth: UserAuth,
+        state: Data<&AppState>,
+        req: &poem::Request,
+        body: crate::deferred::LaterJson<crate::routes::privacy::DeleteAccountIn>,
+    ) -> ApiResult<crate::routes::privacy::DeletionAccepted> {
+        crate::routes::privacy::delete_own(auth, &state, req, body).await
+    }
+
     /// Update the avatar and/or the username
     #[oai(path = "/api/users/me", method = "patch")]
     async fn update_me(

@@ -30,6 +30,7 @@
 //! every write shares).
 
 pub mod cache;
+mod erasure;
 mod feed;
 mod moderation;
 mod posts;
@@ -45,6 +46,7 @@ mod validation;
 mod visibility;
 mod write;
 
+pub use erasure::{Erased, erase_author};
 pub use feed::{FeedQuery, feed};
 pub use moderation::{
     KEEP_RESOLVED_REPORTS_DAYS, NewReport, REPORT_REASONS, REPORT_STATUSES, RESOLVE_ACTIONS,
