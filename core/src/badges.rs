@@ -23,28 +23,116 @@ pub struct BadgeItem {
     pub display_order: i32,
 }
 
-/// Every definition with `user_id`'s earned state, sorted as §3.0 says:
+/// The badge definitions, in their tie-break order (requirement value
+/// descending, then id). They change only through migrations and the seed,
+/// so each process keeps them for [`DEFINITIONS_TTL`] (issue 20: the caller's
+/// own profile carries all of them on every page load).
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct Definition {
+    id: String,
+    name: String,
+    description: String,
+    tier: String,
+    icon_url: Option<String>,
+    category: String,
+    requirement_type: String,
+    requirement_value: i32,
+}
+
+/// How long a process keeps the badge definitions before reading them again.
+pub const DEFINITIONS_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+type Definitions = std::sync::Arc<Vec<Definition>>;
+
+static DEFINITIONS: std::sync::Mutex<Option<(std::time::Instant, Definitions)>> =
+    std::sync::Mutex::new(None);
+
+async fn definitions(db: &PgPool) -> Result<Definitions> {
+    if let Ok(slot) = DEFINITIONS.lock()
+        && let Some((at, defs)) = slot.as_ref()
+        && at.elapsed() < DEFINITIONS_TTL
+    {
+        return Ok(defs.clone());
+    }
+    let defs: Definitions = std::sync::Arc::new(
+        sqlx::query_as::<_, Definition>(
+            "SELECT d.id, d.name, COALESCE(d.description, '') AS description,
+                    COALESCE(d.tier, 'Silver') AS tier, d.icon_url,
+                    COALESCE(d.category, 'special') AS category,
+                    COALESCE(d.requirement_type, 'manual') AS requirement_type,
+                    COALESCE(d.threshold, 0) AS requirement_value
+             FROM badge_definitions d
+             ORDER BY COALESCE(d.threshold, 0) DESC, d.id ASC",
+        )
+        .fetch_all(db)
+        .await?,
+    );
+    if let Ok(mut slot) = DEFINITIONS.lock() {
+        *slot = Some((std::time::Instant::now(), defs.clone()));
+    }
+    Ok(defs)
+}
+
+/// A user's earned badge: (badge id, earned at, display order).
+pub type Earned = (String, DateTime<Utc>, i32);
+
+/// Every definition with the earned state of `earned`, sorted as §3.0 says:
 /// earned first; then display_order ascending (0 counts as 9999); then
-/// requirement_value descending. One query.
+/// requirement_value descending, then id (the definitions' own order).
+async fn catalogue_for(db: &PgPool, earned: &[Earned]) -> Result<Vec<BadgeItem>> {
+    let defs = definitions(db).await?;
+    let mut items: Vec<(usize, BadgeItem)> = defs
+        .iter()
+        .enumerate()
+        .map(|(pos, d)| {
+            let mine = earned.iter().find(|(id, ..)| *id == d.id);
+            (
+                pos,
+                BadgeItem {
+                    id: d.id.clone(),
+                    name: d.name.clone(),
+                    description: d.description.clone(),
+                    tier: d.tier.clone(),
+                    icon_url: d.icon_url.clone(),
+                    category: d.category.clone(),
+                    requirement_type: d.requirement_type.clone(),
+                    requirement_value: d.requirement_value,
+                    is_earned: mine.is_some(),
+                    earned_at: mine.map(|(_, at, _)| *at),
+                    display_order: mine.map(|(.., o)| *o).unwrap_or(0),
+                },
+            )
+        })
+        .collect();
+    items.sort_by_key(|(pos, b)| {
+        let order = if b.display_order == 0 {
+            9999
+        } else {
+            b.display_order
+        };
+        (!b.is_earned, order, *pos)
+    });
+    Ok(items.into_iter().map(|(_, b)| b).collect())
+}
+
+/// Every definition with `user_id`'s earned state (see [`catalogue_for`]):
+/// the user's earned rows (one index lookup) over the cached definitions.
 pub async fn list_for_user(db: &PgPool, user_id: Option<Uuid>) -> Result<Vec<BadgeItem>> {
-    let items = sqlx::query_as::<_, BadgeItem>(
-        "SELECT d.id, d.name, COALESCE(d.description, '') AS description,
-                COALESCE(d.tier, 'Silver') AS tier, d.icon_url,
-                COALESCE(d.category, 'special') AS category,
-                COALESCE(d.requirement_type, 'manual') AS requirement_type,
-                COALESCE(d.threshold, 0) AS requirement_value,
-                (ub.id IS NOT NULL) AS is_earned, ub.earned_at,
-                COALESCE(ub.display_order, 0) AS display_order
-         FROM badge_definitions d
-         LEFT JOIN user_badges ub ON ub.badge_id = d.id AND ub.user_id = $1
-         ORDER BY (ub.id IS NOT NULL) DESC,
-                  CASE WHEN COALESCE(ub.display_order, 0) = 0 THEN 9999 ELSE ub.display_order END ASC,
-                  COALESCE(d.threshold, 0) DESC, d.id ASC",
-    )
-    .bind(user_id)
-    .fetch_all(db)
-    .await?;
-    Ok(items)
+    let earned: Vec<Earned> = match user_id {
+        Some(u) => sqlx::query_as(
+            "SELECT badge_id::text, earned_at, display_order FROM user_badges WHERE user_id = $1",
+        )
+        .bind(u)
+        .fetch_all(db)
+        .await?,
+        None => vec![],
+    };
+    catalogue_for(db, &earned).await
+}
+
+/// [`list_for_user`] for earned rows the caller already read.
+pub async fn list_with_earned(db: &PgPool, earned: &[Earned]) -> Result<Vec<BadgeItem>> {
+    catalogue_for(db, earned).await
 }
 
 /// Only the badges the user has earned, in the same order.

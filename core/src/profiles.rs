@@ -1,6 +1,7 @@
 //! The Profile shape of API.md §3.0, used by `/api/auth/me`, `/api/users/me`
-//! and `/api/users/public/{username}`. Built in two queries whatever the user
-//! has: one for the profile (with role, tier and stats), one for the badges.
+//! and `/api/users/public/{username}`. Built in one query whatever the user
+//! has (the profile with role, tier, stats and the earned badge rows), over
+//! the badge definitions each process caches (`badges::DEFINITIONS_TTL`).
 //! The caller's own profile carries every badge definition with its earned
 //! state (the frontend's trophy case shows locked badges from the same list);
 //! a public profile carries only the earned ones.
@@ -62,6 +63,9 @@ struct Row {
     reactions_given: i32,
     reactions_received: i32,
     solutions_accepted: i32,
+    badge_ids: Option<Vec<String>>,
+    badge_earned_at: Option<Vec<chrono::DateTime<chrono::Utc>>>,
+    badge_orders: Option<Vec<i32>>,
 }
 
 const SELECT: &str = "SELECT u.id AS user_id, p.first_name, p.last_name, p.username, p.xp, p.level,
@@ -69,11 +73,17 @@ const SELECT: &str = "SELECT u.id AS user_id, p.first_name, p.last_name, p.usern
         p.current_level_tag, p.reputation, p.current_claves, u.is_verified,
         COALESCE(st.reactions_given_count, 0) AS reactions_given,
         COALESCE(st.reactions_received_count, 0) AS reactions_received,
-        COALESCE(st.solutions_accepted_count, 0) AS solutions_accepted
+        COALESCE(st.solutions_accepted_count, 0) AS solutions_accepted,
+        ub.ids AS badge_ids, ub.ats AS badge_earned_at, ub.ords AS badge_orders
      FROM user_profiles p
      JOIN users u ON u.id = p.user_id
      LEFT JOIN subscriptions s ON s.user_id = p.user_id
-     LEFT JOIN user_stats st ON st.user_id = p.user_id";
+     LEFT JOIN user_stats st ON st.user_id = p.user_id
+     LEFT JOIN LATERAL (
+         SELECT array_agg(b.badge_id::text) AS ids, array_agg(b.earned_at) AS ats,
+                array_agg(b.display_order) AS ords
+         FROM user_badges b WHERE b.user_id = p.user_id
+     ) ub ON true";
 
 /// Which badges a profile carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,10 +98,20 @@ async fn build(db: &PgPool, row: Option<Row>, set: BadgeSet) -> Result<Option<Pr
     let Some(r) = row else {
         return Ok(None);
     };
-    let badges = match set {
-        BadgeSet::Catalogue => badges::list_for_user(db, Some(r.user_id)).await?,
-        BadgeSet::Earned => badges::earned_for_user(db, r.user_id).await?,
-    };
+    // The user's earned rows came with the profile row; the definitions are
+    // cached per process: one query for the whole profile.
+    let earned: Vec<badges::Earned> = r
+        .badge_ids
+        .unwrap_or_default()
+        .into_iter()
+        .zip(r.badge_earned_at.unwrap_or_default())
+        .zip(r.badge_orders.unwrap_or_default())
+        .map(|((id, at), order)| (id, at, order))
+        .collect();
+    let mut badges = badges::list_with_earned(db, &earned).await?;
+    if set == BadgeSet::Earned {
+        badges.retain(|b| b.is_earned);
+    }
     Ok(Some(Profile {
         id: r.user_id,
         first_name: r.first_name,

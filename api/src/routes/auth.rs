@@ -445,11 +445,15 @@ impl AuthApi {
 
     /// The signed-in user's profile
     #[oai(path = "/api/auth/me", method = "get")]
-    async fn me(&self, state: Data<&AppState>, auth: UserAuth) -> ApiResult<Json<ProfileOut>> {
+    async fn me(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+    ) -> ApiResult<crate::fast_json::FastJson<ProfileOut>> {
         let p = profiles::by_user_id(&state.ctx.db, auth.user().id)
             .await?
             .ok_or_else(|| ApiError::msg(404, "Profile not found"))?;
-        Ok(Json(ProfileOut::from(p)))
+        Ok(crate::fast_json::FastJson(ProfileOut::from(p)))
     }
 
     /// Join the waitlist

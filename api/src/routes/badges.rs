@@ -3,6 +3,7 @@
 use crate::auth::UserAuth;
 use crate::conditional::{Cached, Validator};
 use crate::error::{ApiError, ApiResult};
+use crate::fast_json::FastJson;
 use crate::state::AppState;
 use crate::types::{parse_id, ts_opt};
 use mambo_core::badges::{self, Awarded, BadgeItem, UserStats};
@@ -16,7 +17,7 @@ use uuid::Uuid;
 pub struct BadgesApi;
 
 /// A badge definition with a user's earned state (BadgeItem of §3.0).
-#[derive(Object, Debug, Clone)]
+#[derive(Object, serde::Serialize, Debug, Clone)]
 pub struct BadgeItemOut {
     pub id: String,
     pub name: String,
@@ -126,12 +127,12 @@ async fn all_for(
     state: &AppState,
     user: Uuid,
     req: &Request,
-) -> ApiResult<Cached<Json<Vec<BadgeItemOut>>>> {
+) -> ApiResult<Cached<FastJson<Vec<BadgeItemOut>>>> {
     let items = badges::list_for_user(&state.ctx.db, Some(user)).await?;
     let rows = serde_json::to_vec(&items).map_err(|_| ApiError::internal())?;
     let validator = Validator::of_body(&format!("badges:{user}"), &rows, false);
     Cached::answer(req, validator, || async {
-        Ok(Json(items.into_iter().map(Into::into).collect()))
+        Ok(FastJson(items.into_iter().map(Into::into).collect()))
     })
     .await
 }
@@ -141,7 +142,7 @@ pub async fn list_all_for(
     state: &AppState,
     user: Uuid,
     req: &Request,
-) -> ApiResult<Cached<Json<Vec<BadgeItemOut>>>> {
+) -> ApiResult<Cached<FastJson<Vec<BadgeItemOut>>>> {
     all_for(state, user, req).await
 }
 
@@ -159,7 +160,7 @@ impl BadgesApi {
         auth: UserAuth,
         state: Data<&AppState>,
         req: &Request,
-    ) -> ApiResult<Cached<Json<Vec<BadgeItemOut>>>> {
+    ) -> ApiResult<Cached<FastJson<Vec<BadgeItemOut>>>> {
         all_for(&state, auth.user().id, req).await
     }
 
@@ -208,5 +209,30 @@ impl BadgesApi {
             message,
             badges: awarded.into_iter().map(Into::into).collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod fast_json_shapes {
+    use super::*;
+    use crate::fast_json::assert_same_json;
+
+    #[test]
+    fn badge_items_serialize_as_the_schema_says() {
+        for earned_at in [None, Some("2026-12-02T17:00:00.000000Z".to_string())] {
+            assert_same_json(&vec![BadgeItemOut {
+                id: "first_steps".into(),
+                name: "First Steps".into(),
+                description: "d".into(),
+                tier: "Bronze".into(),
+                icon_url: None,
+                category: "learning".into(),
+                requirement_type: "lessons_completed".into(),
+                requirement_value: 1,
+                is_earned: earned_at.is_some(),
+                earned_at,
+                display_order: 0,
+            }]);
+        }
     }
 }

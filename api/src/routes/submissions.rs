@@ -169,7 +169,7 @@ impl SubmissionsApi {
         auth: UserAuth,
         state: Data<&AppState>,
         req: &poem::Request,
-    ) -> ApiResult<crate::conditional::Cached<Json<Vec<BadgeItemOut>>>> {
+    ) -> ApiResult<crate::conditional::Cached<crate::fast_json::FastJson<Vec<BadgeItemOut>>>> {
         badges::list_all_for(&state, auth.user().id, req).await
     }
 

@@ -28,7 +28,7 @@ pub struct PersonOut {
 }
 
 /// An earned badge on a profile (BadgeItem of §3.0).
-#[derive(Object, Debug, Clone)]
+#[derive(Object, serde::Serialize, Debug, Clone)]
 #[oai(rename = "ProfileBadge")]
 pub struct ProfileBadgeOut {
     pub id: String,
@@ -62,7 +62,7 @@ impl From<BadgeItem> for ProfileBadgeOut {
     }
 }
 
-#[derive(Object, Debug, Clone)]
+#[derive(Object, serde::Serialize, Debug, Clone)]
 #[oai(rename = "ProfileStats")]
 pub struct ProfileStatsOut {
     pub reactions_given: i64,
@@ -71,7 +71,7 @@ pub struct ProfileStatsOut {
 }
 
 /// The Profile of §3.0.
-#[derive(Object, Debug, Clone)]
+#[derive(Object, serde::Serialize, Debug, Clone)]
 #[oai(rename = "Profile")]
 pub struct ProfileOut {
     /// users.id
@@ -165,11 +165,15 @@ pub struct LeaderboardEntryOut {
 impl UsersApi {
     /// The signed-in user's profile
     #[oai(path = "/api/users/me", method = "get")]
-    async fn me(&self, state: Data<&AppState>, auth: UserAuth) -> ApiResult<Json<ProfileOut>> {
+    async fn me(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+    ) -> ApiResult<crate::fast_json::FastJson<ProfileOut>> {
         let p = profiles::by_user_id(&state.ctx.db, auth.user().id)
             .await?
             .ok_or_else(|| crate::error::ApiError::msg(404, "User profile not found"))?;
-        Ok(Json(p.into()))
+        Ok(crate::fast_json::FastJson(p.into()))
     }
 
     /// Delete one's account (GDPR art. 17): signed out at once, erased by the worker
@@ -279,5 +283,52 @@ impl UsersApi {
                 })
                 .collect(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod fast_json_shapes {
+    use super::*;
+    use crate::fast_json::assert_same_json;
+
+    #[test]
+    fn profiles_serialize_as_the_schema_says() {
+        let badge = |earned: bool| ProfileBadgeOut {
+            id: "first_steps".into(),
+            name: "First Steps".into(),
+            description: String::new(),
+            tier: "Bronze".into(),
+            icon_url: earned.then(|| "https://x.example/i.png".into()),
+            category: "learning".into(),
+            requirement_type: "lessons_completed".into(),
+            requirement_value: 1,
+            is_earned: earned,
+            earned_at: earned.then(|| "2026-12-02T17:00:00.000000Z".into()),
+            display_order: 2,
+        };
+        for username in [None, Some("ana".to_string())] {
+            assert_same_json(&ProfileOut {
+                id: "8a4f9c52-7d0e-4b7a-9d55-0c8b8f3f1e2a".into(),
+                first_name: "Ana".into(),
+                last_name: "López".into(),
+                username,
+                xp: 10,
+                level: 2,
+                streak_count: 0,
+                tier: "rookie".into(),
+                role: "student".into(),
+                avatar_url: None,
+                current_level_tag: Some("Beginner".into()),
+                reputation: 0,
+                current_claves: 15,
+                is_verified: true,
+                badges: vec![badge(true), badge(false)],
+                stats: ProfileStatsOut {
+                    reactions_given: 1,
+                    reactions_received: 2,
+                    solutions_accepted: 3,
+                },
+            });
+        }
     }
 }
