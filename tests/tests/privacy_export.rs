@@ -389,3 +389,54 @@ async fn without_object_storage_the_export_fails_and_the_email_says_so() {
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(r.headers().contains_key("retry-after"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_of_an_account_being_deleted_is_never_written() {
+    let s3 = LocalS3::start("mambo-media").await;
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        vars: s3
+            .vars()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    })
+    .await;
+    let user = app.student().await;
+    let (s, v) = json(request_export(&app, &user).await).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let export_id: Uuid = v["export_id"].as_str().unwrap().parse().unwrap();
+    // The deletion is asked for before the worker gets to the export.
+    let (s, v) = json(
+        app.delete("/api/users/me")
+            .header("Authorization", user.bearer())
+            .json(&json!({"password": user.password}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let job = mambo_core::jobs::DataExportJob { export_id };
+    mambo_core::privacy::export::run(&app.ctx, &job)
+        .await
+        .unwrap();
+    mambo_core::privacy::export::run(&app.ctx, &job)
+        .await
+        .unwrap();
+    let status: String = sqlx::query_scalar("SELECT status FROM data_exports WHERE id = $1")
+        .bind(export_id)
+        .fetch_one(app.db())
+        .await
+        .unwrap();
+    assert_eq!(status, "failed");
+    let key = format!("exports/{}/{export_id}.zip", user.id);
+    assert!(!s3.object_path(&key).exists());
+    let emails: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM job_outbox WHERE queue = 'email' AND payload->>'template' = 'data_export'",
+    )
+    .fetch_one(app.db())
+    .await
+    .unwrap();
+    assert_eq!(emails, 0, "no email to an account being deleted");
+}

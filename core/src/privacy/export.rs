@@ -296,10 +296,14 @@ pub async fn run(ctx: &Context, job: &DataExportJob) -> Result<()> {
         }),
     )?;
     let mut tx = ctx.db.begin().await?;
+    // Not if the account's deletion was requested meanwhile (the deletion
+    // may already have cleaned the user's objects and rows).
     let updated = sqlx::query(
-        "UPDATE data_exports
+        "UPDATE data_exports e
          SET status = 'ready', object_key = $2, ready_at = $3, expires_at = $4, error = NULL
-         WHERE id = $1 AND status = 'pending'",
+         FROM users u
+         WHERE e.id = $1 AND e.status = 'pending'
+           AND u.id = e.user_id AND u.deletion_requested_at IS NULL",
     )
     .bind(job.export_id)
     .bind(&key)
@@ -313,7 +317,23 @@ pub async fn run(ctx: &Context, job: &DataExportJob) -> Result<()> {
     }
     tx.commit().await?;
     jobs::wake_relay(ctx);
-    tracing::info!(export_id = %job.export_id, %user_id, "data export ready");
+    if updated == 1 {
+        tracing::info!(export_id = %job.export_id, %user_id, "data export ready");
+        return Ok(());
+    }
+    // Someone else finished it (a duplicate delivery), or the account is
+    // going away: the archive stays only if it is the export's own.
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM data_exports WHERE id = $1")
+            .bind(job.export_id)
+            .fetch_optional(&ctx.db)
+            .await?;
+    if status.as_deref() != Some("ready") {
+        store.delete(&key).await?;
+        if status.as_deref() == Some("pending") {
+            finish_failed(ctx, job.export_id, None, "account deletion requested").await?;
+        }
+    }
     Ok(())
 }
 
@@ -506,4 +526,51 @@ pub async fn clean_expired(ctx: &Context) -> Result<(usize, u64)> {
     .await?
     .rows_affected();
     Ok((archives, rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_email_says_ready_or_failed() {
+        let ready = email_templates::render(
+            EMAIL_TEMPLATE,
+            &json!({
+                "ready": true,
+                "download_link": "https://r2.example/exports/u/e.zip?X-Amz-Signature=a&b=<1>",
+                "expires_in": email_templates::duration_phrase(1440),
+            }),
+        )
+        .unwrap();
+        assert_eq!(ready.subject, "Your data export is ready - The Mambo Guild");
+        assert!(
+            ready
+                .text
+                .contains("\nhttps://r2.example/exports/u/e.zip?X-Amz-Signature=a&b=<1>\n")
+        );
+        assert!(ready.text.contains("The link expires in 24 hours."));
+        assert!(ready.html.contains("X-Amz-Signature=a&amp;b=&lt;1&gt;"));
+        let failed = email_templates::render(
+            EMAIL_TEMPLATE,
+            &json!({"ready": false, "download_link": null, "expires_in": null}),
+        )
+        .unwrap();
+        assert_eq!(
+            failed.subject,
+            "Your data export could not be prepared - The Mambo Guild"
+        );
+        assert!(!failed.text.contains("http"));
+        assert!(!failed.html.contains("Download your data"));
+    }
+
+    #[test]
+    fn every_file_reads_only_the_users_rows() {
+        let names = file_names();
+        assert_eq!(names.len(), OBJECT_FILES.len() + LIST_FILES.len());
+        for (name, sql) in OBJECT_FILES.iter().chain(LIST_FILES) {
+            assert!(name.ends_with(".json"));
+            assert!(sql.contains("= $1"), "{name} must filter on the user");
+        }
+    }
 }

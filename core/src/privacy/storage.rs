@@ -154,3 +154,52 @@ impl Storage {
         ok.then(|| key.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn store(public: Option<&str>) -> Storage {
+        let r2 = R2Config {
+            access_key_id: "AKID".into(),
+            secret_access_key: Secret::new("secret"),
+            endpoint_url: "https://acc.r2.cloudflarestorage.com".into(),
+            bucket: "media".into(),
+            public_domain: public.map(String::from),
+        };
+        Storage {
+            client: crate::uploads::s3_client(&r2),
+            bucket: "media".into(),
+            r2,
+        }
+    }
+
+    #[test]
+    fn only_our_uploads_are_ours_to_delete() {
+        let s = store(Some("https://pub-1.r2.dev"));
+        assert_eq!(
+            s.key_of_public_url("https://pub-1.r2.dev/avatars/a.png")
+                .as_deref(),
+            Some("avatars/a.png")
+        );
+        assert_eq!(
+            s.key_of_public_url("https://www.gravatar.com/avatar/x"),
+            None
+        );
+        assert_eq!(
+            s.key_of_public_url("https://pub-1.r2.dev/exports/x.zip"),
+            None
+        );
+        assert_eq!(
+            s.key_of_public_url("https://pub-1.r2.dev/avatars/../x"),
+            None
+        );
+        let s = store(None);
+        assert_eq!(
+            s.key_of_public_url("https://acc.r2.cloudflarestorage.com/media/thumbnails/t.jpg")
+                .as_deref(),
+            Some("thumbnails/t.jpg")
+        );
+    }
+}
