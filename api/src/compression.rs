@@ -83,9 +83,29 @@ pub async fn respond<E: Endpoint>(ep: Arc<E>, req: Request) -> Result<Response> 
     };
     let mut probe = Request::builder().finish();
     probe.headers_mut().insert(header::ACCEPT_ENCODING, accept);
-    Compression::new()
+    let mut resp = Compression::new()
         .algorithms([CompressionAlgo::BR, CompressionAlgo::GZIP])
         .transform(Ready(Mutex::new(Some(resp))))
         .call(probe)
-        .await
+        .await?;
+    // A strong ETag names one sequence of bytes: the encoded body gets its
+    // own (`"<tag>-br"`), as Apache's mod_deflate does; `If-None-Match`
+    // accepts both (`conditional::Validator::matches`).
+    let encoding = resp
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let (Some(enc), Some(tag)) = (
+        encoding,
+        resp.headers()
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| t.strip_suffix('"'))
+            .map(str::to_string),
+    ) && let Ok(v) = HeaderValue::from_str(&format!("{tag}-{enc}\""))
+    {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(resp)
 }

@@ -57,7 +57,7 @@ impl Validator {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ours)
+            .any(|tag| tag == "*" || same_entity(tag.strip_prefix("W/").unwrap_or(tag), ours))
     }
 
     fn apply(&self, resp: &mut Response) {
@@ -78,6 +78,19 @@ impl Validator {
             HeaderValue::from_static("authorization, cookie"),
         );
     }
+}
+
+/// `theirs` is `ours`, or `ours` with the suffix compression gives an
+/// encoded body's tag (`"<tag>-gzip"`, `"<tag>-br"`: `compression::respond`).
+fn same_entity(theirs: &str, ours: &str) -> bool {
+    if theirs == ours {
+        return true;
+    }
+    let (Some(t), Some(o)) = (theirs.strip_suffix('"'), ours.strip_suffix('"')) else {
+        return false;
+    };
+    t.strip_prefix(o)
+        .is_some_and(|rest| rest == "-gzip" || rest == "-br")
 }
 
 /// A read that may be answered `304 Not Modified`.

@@ -349,3 +349,35 @@ async fn access_and_badges_are_part_of_the_validator_and_every_api_agrees() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_body_has_its_own_tag_and_either_tag_revalidates() {
+    let app = TestApp::spawn_api_only().await;
+    for _ in 0..3 {
+        world(&app, true).await;
+    }
+    let user = app.student().await;
+    let get = |enc: Option<&'static str>, inm: Option<String>| {
+        let mut r = app
+            .get("/api/badges/")
+            .header("Authorization", user.bearer());
+        if let Some(e) = enc {
+            r = r.header("Accept-Encoding", e);
+        }
+        if let Some(t) = inm {
+            r = r.header("If-None-Match", t);
+        }
+        r.send()
+    };
+    let plain = get(None, None).await.unwrap();
+    let tag = header(&plain, "etag").unwrap();
+    let gz = get(Some("gzip"), None).await.unwrap();
+    assert_eq!(header(&gz, "content-encoding").as_deref(), Some("gzip"));
+    let gz_tag = header(&gz, "etag").unwrap();
+    assert_eq!(gz_tag, format!("{}-gzip\"", tag.trim_end_matches('"')));
+    for inm in [tag.clone(), gz_tag.clone()] {
+        let r = get(Some("gzip"), Some(inm.clone())).await.unwrap();
+        assert_eq!(r.status(), 304, "{inm}");
+        assert_eq!(header(&r, "content-encoding"), None);
+    }
+}
