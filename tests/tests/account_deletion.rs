@@ -842,3 +842,28 @@ async fn google_accounts_confirm_with_the_word_delete() {
         .unwrap();
     assert_eq!(social, None, "the Google link is gone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_deliveries_of_the_job_run_the_deletion_once() {
+    let f = fakes().await;
+    let app = spawn(&f, false).await;
+    let w = world(&app, &f).await;
+    let ledger_before = ledger_rows(&app, w.victim.id).await;
+    let (s, _) = delete_me(&app, &w.victim, json!({"password": w.victim.password})).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let job = AccountDeletionJob {
+        user_id: w.victim.id,
+    };
+    let (a, b, c) = tokio::join!(
+        deletion::run(&app.ctx, &job),
+        deletion::run(&app.ctx, &job),
+        deletion::run(&app.ctx, &job),
+    );
+    a.unwrap();
+    b.unwrap();
+    c.unwrap();
+    // A run that found another one busy left the work to it: run once more.
+    deletion::run(&app.ctx, &job).await.unwrap();
+    assert!(completed(&app, w.victim.id).await);
+    assert_deleted(&app, &f, &w, ledger_before).await;
+}

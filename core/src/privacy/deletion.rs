@@ -187,7 +187,29 @@ pub async fn run(ctx: &Context, job: &AccountDeletionJob) -> Result<()> {
 
 /// Runs the steps not done yet up to and including `last` (tests stop early
 /// to resume later, as a killed job would).
+///
+/// One run per user at a time: a transaction-level advisory lock is held
+/// for the whole run (released by the rollback if the run dies or is
+/// cancelled), so a duplicate delivery of the job neither calls Stripe nor
+/// Mux a second time; it returns at once, the first run finishing the work.
 pub async fn run_until(ctx: &Context, user_id: Uuid, last: Step) -> Result<()> {
+    let mut lock = ctx.db.begin().await?;
+    let locked: bool = sqlx::query_scalar(
+        "SELECT pg_try_advisory_xact_lock(hashtextextended('account_deletion:' || $1::text, 0))",
+    )
+    .bind(user_id)
+    .fetch_one(&mut *lock)
+    .await?;
+    if !locked {
+        tracing::info!(%user_id, "account deletion already running elsewhere");
+        return Ok(());
+    }
+    let res = run_steps(ctx, user_id, last).await;
+    lock.rollback().await?;
+    res
+}
+
+async fn run_steps(ctx: &Context, user_id: Uuid, last: Step) -> Result<()> {
     for step in STEPS {
         if step > last {
             break;
