@@ -945,3 +945,50 @@ async fn the_documented_test_events_replay_through_the_signed_webhook() {
         ]
     );
 }
+
+/// Account deletion's Stripe step: cancels at once with one idempotency key
+/// however often it runs, and without Stripe settings ends the row locally
+/// instead of failing the deletion forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deletion_cancel_is_idempotent_and_never_stalls() {
+    let (app, stripe) = stripe_app().await;
+    let user = app.student().await;
+    link(&app, user.id, "active", "advanced", "cus_d", Some("sub_d")).await;
+    Mock::given(method("DELETE"))
+        .and(path("/v1/subscriptions/sub_d"))
+        .and(header_exists("Idempotency-Key"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "sub_d", "status": "canceled"})),
+        )
+        .expect(1)
+        .mount(&stripe)
+        .await;
+    mambo_core::payments::cancel_for_deletion(&app.ctx, user.id)
+        .await
+        .unwrap();
+    mambo_core::payments::cancel_for_deletion(&app.ctx, user.id)
+        .await
+        .unwrap();
+    let (_, v) = get_as(&app, &user, SUB).await;
+    assert_eq!(
+        (&v["status"], &v["tier"]),
+        (&json!("canceled"), &json!("rookie"))
+    );
+
+    let (bare, _) = stripe_app_with(&[("STRIPE_SECRET_KEY", "")]).await;
+    let other = bare.student().await;
+    link(
+        &bare,
+        other.id,
+        "active",
+        "advanced",
+        "cus_e",
+        Some("sub_e"),
+    )
+    .await;
+    mambo_core::payments::cancel_for_deletion(&bare.ctx, other.id)
+        .await
+        .unwrap();
+    let (_, v) = get_as(&bare, &other, SUB).await;
+    assert_eq!(v["status"], "canceled");
+}
