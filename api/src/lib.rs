@@ -97,8 +97,13 @@ fn app_with(ctx: Context, live: live::Hub) -> impl Endpoint {
     let service = openapi_service(&config.backend_url);
     let spec_doc = spec::complete(&service.spec());
     metrics::learn_routes(&spec_doc);
-    let spec = poem::endpoint::make_sync(move |_| {
-        poem::IntoResponse::with_content_type(spec_doc.clone(), "application/json; charset=utf-8")
+    let spec_doc = Arc::new(compression::Precompressed::new(
+        spec_doc,
+        "application/json; charset=utf-8",
+    ));
+    let spec = poem::endpoint::make(move |req: poem::Request| {
+        let doc = spec_doc.clone();
+        async move { doc.respond(&req).await }
     });
     mambo_core::metrics::install();
     let mut route = Route::new()
