@@ -7,6 +7,7 @@ pub mod conditional;
 pub mod deferred;
 pub mod error;
 pub mod fast_json;
+pub mod lean_streams;
 pub mod metrics;
 pub mod middleware;
 pub mod routes;
@@ -133,8 +134,10 @@ fn app_with(ctx: Context, live: live::Hub) -> impl Endpoint {
 ///
 /// Its notification hub subscribes to Redis at once (one subscription for all
 /// the process's streams) and ends every stream when `shutdown` completes, so
-/// the graceful shutdown does not wait for them.
-pub async fn serve<A: Acceptor + 'static>(
+/// the graceful shutdown does not wait for them. The streams' connections
+/// are served by [`lean_streams::LeanStreams`] (about 3 KB each instead of
+/// hyper's 35 KB), through the same endpoint as every other request.
+pub async fn serve<A: Acceptor<Io = tokio::net::TcpStream> + 'static>(
     acceptor: A,
     ctx: Context,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -144,7 +147,10 @@ pub async fn serve<A: Acceptor + 'static>(
         let _ = stop_rx.await;
     }));
     let live = live::Hub::new(ctx.clone());
-    let app = app_with(ctx, live.clone());
+    let app = Arc::new(app_with(ctx, live.clone()));
+    // Notification streams are served with less memory than poem's
+    // connections take (lean_streams); everything else goes to poem.
+    let acceptor = lean_streams::LeanStreams::new(acceptor, app.clone());
     live.start();
     let hub = live.clone();
     let shutdown = async move {
