@@ -7,6 +7,7 @@
 use crate::error::json_error;
 use crate::state::AppState;
 use mambo_core::auth::{TokenKind, decode};
+use mambo_core::callers::CallerRow;
 use poem::Request;
 use poem::http::StatusCode;
 use poem_openapi::SecurityScheme;
@@ -83,26 +84,26 @@ async fn lookup_token(req: &Request, token: &str) -> Result<Option<AuthUser>, po
         return Ok(None);
     };
     let id = decoded.user_id;
-    // The one query of the lookup also says whether the token was revoked
-    // (signed out everywhere, password changed or reset) since it was issued.
-    type Row = (String, String, bool, Option<chrono::DateTime<chrono::Utc>>);
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT email, role, is_verified, tokens_valid_after FROM users
-         WHERE id = $1 AND deletion_requested_at IS NULL",
-    )
-    .bind(id)
-    .fetch_optional(&state.ctx.db)
-    .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "resolving the caller failed");
-        poem::Error::from_response(json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!("Service temporarily unavailable"),
-        ))
-    })?;
-    let Some((email, role, is_verified, valid_after)) = row else {
-        return Ok(None);
+    let ctx = &state.ctx;
+    let ttl = std::time::Duration::from_secs(ctx.config.caller_cache_seconds);
+    let row = match ctx.callers.get(id, ttl) {
+        // Cached (mambo_core::callers: forgotten the moment the row changes).
+        Some(row) => row,
+        None => {
+            let generation = ctx.callers.generation();
+            let Some(row) = caller_row(ctx, id).await? else {
+                return Ok(None);
+            };
+            ctx.callers.put(id, row.clone(), generation);
+            row
+        }
     };
+    let CallerRow {
+        email,
+        role,
+        is_verified,
+        tokens_valid_after: valid_after,
+    } = row;
     if !decoded.is_current(valid_after) {
         return Ok(None);
     }
@@ -114,6 +115,35 @@ async fn lookup_token(req: &Request, token: &str) -> Result<Option<AuthUser>, po
         role,
         is_verified,
     }))
+}
+
+/// The caller's row, read from the database: the one query of the lookup,
+/// which also says whether the token was revoked (signed out everywhere,
+/// password changed or reset) since it was issued.
+async fn caller_row(ctx: &mambo_core::Context, id: Uuid) -> Result<Option<CallerRow>, poem::Error> {
+    type Row = (String, String, bool, Option<chrono::DateTime<chrono::Utc>>);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT email, role, is_verified, tokens_valid_after FROM users
+         WHERE id = $1 AND deletion_requested_at IS NULL",
+    )
+    .bind(id)
+    .fetch_optional(&ctx.db)
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "resolving the caller failed");
+        poem::Error::from_response(json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!("Service temporarily unavailable"),
+        ))
+    })?;
+    Ok(
+        row.map(|(email, role, is_verified, tokens_valid_after)| CallerRow {
+            email,
+            role,
+            is_verified,
+            tokens_valid_after,
+        }),
+    )
 }
 
 async fn check_bearer(req: &Request, _bearer: Bearer) -> poem::Result<AuthUser> {

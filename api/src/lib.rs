@@ -132,7 +132,8 @@ fn app_with(ctx: Context, live: live::Hub) -> impl Endpoint {
 /// each commit), so jobs do not wait for a worker's next relay tick; relays in
 /// several processes share the rows with `FOR UPDATE SKIP LOCKED`.
 ///
-/// Its notification hub subscribes to Redis at once (one subscription for all
+/// Its caller cache listens for changed users (`mambo_core::callers`), and
+/// its notification hub subscribes to Redis at once (one subscription for all
 /// the process's streams) and ends every stream when `shutdown` completes, so
 /// the graceful shutdown does not wait for them. The streams' connections
 /// are served by [`lean_streams::LeanStreams`] (about 3 KB each instead of
@@ -146,6 +147,8 @@ pub async fn serve<A: Acceptor<Io = tokio::net::TcpStream> + 'static>(
     let relay = tokio::spawn(mambo_core::jobs::run_relay(ctx.clone(), async move {
         let _ = stop_rx.await;
     }));
+    // The caller cache serves only while this listener is subscribed.
+    let callers = tokio::spawn(mambo_core::callers::listen(ctx.clone()));
     let live = live::Hub::new(ctx.clone());
     let app = Arc::new(app_with(ctx, live.clone()));
     // Notification streams are served with less memory than poem's
@@ -161,6 +164,7 @@ pub async fn serve<A: Acceptor<Io = tokio::net::TcpStream> + 'static>(
         .run_with_graceful_shutdown(app, shutdown, Some(std::time::Duration::from_secs(10)))
         .await;
     live.close();
+    callers.abort();
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), relay).await;
     result

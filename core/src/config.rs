@@ -172,6 +172,10 @@ pub struct Config {
     /// Seconds between the heartbeat comments of the notification streams
     /// (`NOTIFICATIONS_HEARTBEAT_SECONDS`, 15).
     pub notifications_heartbeat_seconds: u64,
+    /// Seconds an API process keeps a caller's row between requests
+    /// (`CALLER_CACHE_SECONDS`, 10; 0 turns the cache off). Changes reach it
+    /// at once through the database (see `callers`).
+    pub caller_cache_seconds: u64,
     /// The actions an unverified (non-admin) user may not take
     /// (`REQUIRE_VERIFIED_FOR`, comma list, default `post,reply,trial`; lower
     /// case, blanks dropped). See `verification::ensure_verified_for`.
@@ -416,6 +420,7 @@ impl Config {
             job_retention_done_secs: non_negative("JOB_RETENTION_DONE_SECS", 86_400)?,
             job_retention_failed_secs: non_negative("JOB_RETENTION_FAILED_SECS", 7 * 86_400)?,
             notifications_heartbeat_seconds: positive("NOTIFICATIONS_HEARTBEAT_SECONDS", 15)?,
+            caller_cache_seconds: non_negative("CALLER_CACHE_SECONDS", 10)?.min(3_600),
             // Set but empty (`REQUIRE_VERIFIED_FOR=`) means no gate at all.
             require_verified_for: vars
                 .get("REQUIRE_VERIFIED_FOR")

@@ -17,6 +17,8 @@ pub struct Context {
     pub outbox_notify: Arc<Notify>,
     /// The course catalogue's aggregates, cached per process (issue 10).
     pub catalog: Arc<crate::courses::CatalogCache>,
+    /// Callers' rows, cached per process (issue 20; see `callers`).
+    pub callers: Arc<crate::callers::CallerCache>,
 }
 
 impl std::fmt::Debug for Context {
@@ -42,6 +44,7 @@ impl Context {
             http,
             outbox_notify: Arc::new(Notify::new()),
             catalog: Arc::default(),
+            callers: Arc::default(),
         })
     }
 }

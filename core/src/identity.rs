@@ -787,6 +787,7 @@ async fn reset_checked(ctx: &Context, input: ResetInput) -> Result<()> {
     // A reset signs the account out everywhere (N3).
     sessions::revoke_tokens(&mut tx, user_id, ctx.clock.now()).await?;
     tx.commit().await?;
+    ctx.callers.forget(user_id);
     Ok(())
 }
 

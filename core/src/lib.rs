@@ -8,6 +8,7 @@ pub mod auth;
 pub mod badges;
 pub mod bench_seed;
 pub mod broadcast;
+pub mod callers;
 pub mod clock;
 pub mod community;
 pub mod config;

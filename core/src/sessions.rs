@@ -50,7 +50,10 @@ pub async fn revoke_tokens(
 /// the caller's own included.
 pub async fn logout_all(ctx: &Context, user_id: Uuid) -> Result<()> {
     let mut conn = ctx.db.acquire().await?;
-    revoke_tokens(&mut conn, user_id, ctx.clock.now()).await
+    revoke_tokens(&mut conn, user_id, ctx.clock.now()).await?;
+    // This process's cached row goes before the answer does (callers).
+    ctx.callers.forget(user_id);
+    Ok(())
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +137,7 @@ pub async fn change_password(
     }
     revoke_tokens(&mut tx, user_id, now).await?;
     tx.commit().await?;
+    ctx.callers.forget(user_id);
     Ok(identity::issue_tokens_at(ctx, user_id, now))
 }
 

@@ -194,6 +194,7 @@ pub async fn verify(ctx: &Context, token: &str) -> Result<()> {
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    ctx.callers.forget(user_id);
     Ok(())
 }
 

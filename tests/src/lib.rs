@@ -154,6 +154,15 @@ pub fn test_vars(db_url: &str, namespace: &str) -> HashMap<String, String> {
     m.insert("REDIS_URL".into(), redis_url());
     m.insert("REDIS_NAMESPACE".into(), namespace.into());
     m.insert("SECURE_COOKIES".into(), "false".into());
+    // Tests change users' rows with plain SQL between requests; the cache
+    // would see those changes a moment later (through the database's
+    // notification), not before the very next request. tests/caller_cache.rs
+    // turns it on and checks exactly that path; MAMBO_TEST_CALLER_CACHE=10
+    // runs every test with it.
+    m.insert(
+        "CALLER_CACHE_SECONDS".into(),
+        std::env::var("MAMBO_TEST_CALLER_CACHE").unwrap_or_else(|_| "0".into()),
+    );
     m
 }
 

@@ -85,6 +85,7 @@ pub async fn request_own(
     let mut tx = ctx.db.begin().await?;
     schedule(&mut tx, ctx.clock.now(), user_id, user_id, ip).await?;
     tx.commit().await?;
+    ctx.callers.forget(user_id);
     jobs::wake_relay(ctx);
     Ok(())
 }
@@ -119,6 +120,7 @@ pub async fn request_by_admin(ctx: &Context, actor: &Actor, user_id: Uuid) -> Re
     )
     .await?;
     tx.commit().await?;
+    ctx.callers.forget(user_id);
     jobs::wake_relay(ctx);
     Ok(())
 }
