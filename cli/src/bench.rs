@@ -94,7 +94,7 @@ pub struct BenchArgs {
     /// Where the table is written
     #[arg(long, default_value = "docs/bench-results.md")]
     pub output: PathBuf,
-    /// Seconds of `pgbench -S` (32 clients) run first, for the ratio column (0: skip)
+    /// Seconds of `pgbench -S` and of `pgbench -N` (32 clients each) run first, for the ratio column (0: skip)
     #[arg(long, default_value_t = 10)]
     pub pgbench_seconds: u64,
     /// Then hold this many notification streams open and run the GET rows again at 32
@@ -706,6 +706,8 @@ struct Row {
 #[derive(Default)]
 struct Extra {
     pgbench_tps: Option<f64>,
+    /// `pgbench -N`: committed write transactions per second.
+    pgbench_write_tps: Option<f64>,
     pgbench_note: Option<String>,
     idle_start: Option<u64>,
     idle_end: Option<u64>,
@@ -736,9 +738,21 @@ pub async fn bench_command(args: BenchArgs) -> anyhow::Result<()> {
     let f = Arc::new(fixtures(&args.seed.database_url, &sizes, base).await?);
     let mut extra = Extra::default();
     if args.pgbench_seconds > 0 {
-        eprintln!("pgbench -S, 32 clients, {} s", args.pgbench_seconds);
-        match crate::bench_extra::pgbench_select(32, args.pgbench_seconds).await {
-            Ok(tps) => extra.pgbench_tps = Some(tps),
+        use crate::bench_extra::{Pgbench, pgbench};
+        eprintln!(
+            "pgbench -S and -N, 32 clients, {} s each",
+            args.pgbench_seconds
+        );
+        let both = async {
+            let reads = pgbench(Pgbench::Select, 32, args.pgbench_seconds).await?;
+            let writes = pgbench(Pgbench::SimpleUpdate, 32, args.pgbench_seconds).await?;
+            Ok::<_, String>((reads, writes))
+        };
+        match both.await {
+            Ok((reads, writes)) => {
+                extra.pgbench_tps = Some(reads);
+                extra.pgbench_write_tps = Some(writes);
+            }
             Err(e) => {
                 eprintln!("  pgbench: {e}");
                 extra.pgbench_note = Some(e);
@@ -962,6 +976,18 @@ async fn run_all(
     Ok(rows)
 }
 
+/// A row's req/s against PostgreSQL alone: reads against `pgbench -S`,
+/// the react (spend) path, a committed write, against `pgbench -N`, marked `w`.
+fn ratio(rps: f64, endpoint: &str, extra: &Extra) -> String {
+    let (base, mark) = if endpoint.contains("/react") {
+        (extra.pgbench_write_tps, " w")
+    } else {
+        (extra.pgbench_tps, "")
+    };
+    base.map(|t| format!("{:.2}{mark}", rps / t))
+        .unwrap_or_else(|| "–".into())
+}
+
 fn render(args: &BenchArgs, preset: &str, s: &Sizes, rows: &[Row], extra: &Extra) -> String {
     let mut out = String::new();
     let cpus = std::thread::available_parallelism()
@@ -985,8 +1011,13 @@ fn render(args: &BenchArgs, preset: &str, s: &Sizes, rows: &[Row], extra: &Extra
     match (extra.pgbench_tps, &extra.pgbench_note) {
         (Some(tps), _) => out.push_str(&format!(
             "PostgreSQL alone in the same run: `pgbench -S -c 32` (primary-key lookups) **{tps:.0} \
-             tps**; the `× pgbench` column is each row's req/s divided by it, to compare runs on \
-             different machines.\n\n"
+             tps**, `pgbench -N -c 32` (a committed update, select and insert) **{} tps**. The \
+             `× pgbench` column divides each read's req/s by the first and the react path's \
+             (marked w) by the second, to compare runs on different machines.\n\n",
+            extra
+                .pgbench_write_tps
+                .map(|w| format!("{w:.0}"))
+                .unwrap_or_else(|| "–".into())
         )),
         (None, Some(note)) => out.push_str(&format!("pgbench not run: {note}\n\n")),
         (None, None) => {}
@@ -1002,10 +1033,7 @@ fn render(args: &BenchArgs, preset: &str, s: &Sizes, rows: &[Row], extra: &Extra
             r.endpoint,
             r.concurrency,
             rps,
-            extra
-                .pgbench_tps
-                .map(|t| format!("{:.2}", rps / t))
-                .unwrap_or_else(|| "–".into()),
+            ratio(rps, &r.endpoint, extra),
             r.cell.p50.as_secs_f64() * 1e3,
             r.cell.p99.as_secs_f64() * 1e3,
             r.cell.errors,

@@ -1,16 +1,27 @@
 //! The parts of `mambo bench` added for issue 20: PostgreSQL's own speed on
-//! the same machine in the same run (`pgbench -S`), so a reader can compare
+//! the same machine in the same run (`pgbench -S` for reads, `pgbench -N`
+//! for committed writes), so a reader can compare
 //! runs on different machines by ratio, and thousands of idle notification
 //! streams held open against the API while the read table runs again.
 
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Primary-key lookups per second PostgreSQL answers alone: `pgbench -S`
-/// (select-only) at `clients` connections for `secs` seconds against its own
-/// database `mambo_pgbench` (created and initialised at scale 10 once).
-/// `None` with a note when pgbench is not installed or fails.
-pub async fn pgbench_select(clients: usize, secs: u64) -> Result<f64, String> {
+/// What PostgreSQL alone is measured doing.
+#[derive(Clone, Copy)]
+pub enum Pgbench {
+    /// `-S`: primary-key lookups (the reads' yardstick).
+    Select,
+    /// `-N`: a small committed write transaction (an update, a select and an
+    /// insert), bound by the WAL flush at commit: the writes' yardstick.
+    SimpleUpdate,
+}
+
+/// Transactions per second PostgreSQL answers alone in `mode` at `clients`
+/// connections for `secs` seconds, against its own database `mambo_pgbench`
+/// (created and initialised at scale 10 once). An error note when pgbench is
+/// not installed or fails.
+pub async fn pgbench(mode: Pgbench, clients: usize, secs: u64) -> Result<f64, String> {
     let host = std::env::var("PGHOST").unwrap_or_else(|_| "127.0.0.1".into());
     let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into());
     let run = |args: Vec<String>| {
@@ -54,8 +65,12 @@ pub async fn pgbench_select(clients: usize, secs: u64) -> Result<f64, String> {
             ));
         }
     }
+    let flag = match mode {
+        Pgbench::Select => "-S",
+        Pgbench::SimpleUpdate => "-N",
+    };
     let out = run(vec![
-        "-S".into(),
+        flag.into(),
         "-n".into(),
         "-c".into(),
         clients.to_string(),
