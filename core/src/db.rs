@@ -5,6 +5,15 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
 
+/// One SQL statement written by several domains: a write that crosses doors
+/// (the economy, the outbox, notifications) in one round trip. Each door
+/// pushes its own common table expressions (`name AS (...)`, binding its own
+/// values) through a `push_*` function that its single-step helper uses too,
+/// so the rule stays in one place; a `guard` is an SQL condition over the
+/// earlier expressions that its writes wait for (all of a statement's writes
+/// run, whether or not the final `SELECT` reads them).
+pub type Statement = sqlx::QueryBuilder<sqlx::Postgres>;
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// A pooled connection idle for longer than this is pinged before it is handed

@@ -2,6 +2,7 @@
 //! `clave_transactions`, written in the same transaction as the balance update;
 //! a spend is one conditional `UPDATE ... WHERE current_claves >= $cost`.
 
+use crate::db::Statement;
 use crate::{Config, Error, Result};
 use rand::Rng;
 use sqlx::PgConnection;
@@ -161,8 +162,9 @@ pub async fn credit(
 
 /// Credits `amount` unless the user already holds `cap` ledger rows of this
 /// `reason` and `reference_id` (the reaction refund's per-post cap). The
-/// caller holds the user's profile lock, so the count cannot race. One
-/// statement; `None` when capped.
+/// caller serializes the credits of one `reference_id` (the reaction refund:
+/// the post's lock), so the count cannot race. One statement; `None` when
+/// capped.
 pub async fn credit_capped(
     conn: &mut PgConnection,
     user_id: Uuid,
@@ -171,20 +173,70 @@ pub async fn credit_capped(
     reference_id: Uuid,
     cap: i64,
 ) -> Result<Option<i64>> {
-    let (inserted, balance): (i64, Option<i32>) = sqlx::query_as(sqlx::AssertSqlSafe(credit_sql(
-        "INSERT INTO clave_transactions (user_id, amount, reason, reference_id)
-         SELECT $1, $2, $3, $4
-         WHERE (SELECT count(*) FROM clave_transactions
-                WHERE user_id = $1 AND reason = $3 AND reference_id = $4) < $5",
-    )))
-    .bind(user_id)
-    .bind(amount as i32)
-    .bind(reason)
-    .bind(reference_id)
-    .bind(cap)
-    .fetch_one(&mut *conn)
-    .await?;
+    let mut q = Statement::new("WITH ");
+    push_credit_capped(
+        &mut q,
+        "c",
+        Capped {
+            user_id,
+            amount,
+            reason,
+            reference_id,
+            cap,
+        },
+        "true",
+    );
+    q.push(" SELECT (SELECT count(*) FROM c_ledger), (SELECT current_claves FROM c)");
+    let (inserted, balance): (i64, Option<i32>) = q.build_query_as().fetch_one(&mut *conn).await?;
     credited(inserted, balance)
+}
+
+/// A capped credit ([`credit_capped`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Capped<'a> {
+    pub user_id: Uuid,
+    pub amount: i64,
+    pub reason: &'a str,
+    pub reference_id: Uuid,
+    pub cap: i64,
+}
+
+/// Pushes [`credit_capped`]'s expressions into a composed statement
+/// ([`Statement`]), written only when `guard` holds: `{name}_ledger` (the
+/// ledger row, if written) and `{name}` (the new balance, if credited).
+pub fn push_credit_capped(q: &mut Statement, name: &str, c: Capped<'_>, guard: &str) {
+    q.push(format_args!(
+        "{name}_ledger AS (
+             INSERT INTO clave_transactions (user_id, amount, reason, reference_id)
+             SELECT "
+    ));
+    q.push_bind(c.user_id);
+    q.push(", ");
+    q.push_bind(c.amount as i32);
+    q.push(", ");
+    q.push_bind(c.reason);
+    q.push(", ");
+    q.push_bind(c.reference_id);
+    q.push(format_args!(
+        " WHERE ({guard}) AND (SELECT count(*) FROM clave_transactions
+                                WHERE user_id = "
+    ));
+    q.push_bind(c.user_id);
+    q.push(" AND reason = ");
+    q.push_bind(c.reason);
+    q.push(" AND reference_id = ");
+    q.push_bind(c.reference_id);
+    q.push(") < ");
+    q.push_bind(c.cap);
+    q.push(format_args!(
+        " RETURNING user_id, amount
+         ), {name} AS (
+             UPDATE user_profiles p
+             SET current_claves = p.current_claves + l.amount, updated_at = now()
+             FROM {name}_ledger l WHERE p.user_id = l.user_id
+             RETURNING p.current_claves
+         )"
+    ));
 }
 
 /// One credit statement: `insert` (a ledger row of user `$1`, amount `$2`, or
@@ -226,36 +278,66 @@ pub async fn spend(
     reference_id: Option<Uuid>,
 ) -> Result<std::result::Result<i64, Insufficient>> {
     // One statement: the conditional debit and its ledger row.
-    let balance: Option<i32> = sqlx::query_scalar(
-        "WITH s AS (
-             UPDATE user_profiles SET current_claves = current_claves - $2, updated_at = now()
-             WHERE user_id = $1 AND current_claves >= $2 RETURNING current_claves
-         ), t AS (
-             INSERT INTO clave_transactions (user_id, amount, reason, reference_id)
-             SELECT $1, -$2, $3, $4 FROM s
-         )
-         SELECT current_claves FROM s",
-    )
-    .bind(user_id)
-    .bind(cost as i32)
-    .bind(reason)
-    .bind(reference_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let mut q = Statement::new("WITH ");
+    push_spend(&mut q, "s", user_id, cost, reason, reference_id);
+    q.push(" SELECT current_claves FROM s");
+    let balance: Option<i32> = q.build_query_scalar().fetch_optional(&mut *conn).await?;
     match balance {
         Some(b) => Ok(Ok(b as i64)),
-        None => {
-            let current: Option<i32> =
-                sqlx::query_scalar("SELECT current_claves FROM user_profiles WHERE user_id = $1")
-                    .bind(user_id)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            Ok(Err(Insufficient {
-                required: cost,
-                balance: current.unwrap_or(0) as i64,
-            }))
-        }
+        None => Ok(Err(insufficient(conn, user_id, cost).await?)),
     }
+}
+
+/// Pushes [`spend`]'s expressions into a composed statement ([`Statement`]):
+/// `{name}` yields the user's new balance when the balance covered `cost`
+/// (the debit and its ledger row were written), and no row when it did not
+/// (nothing was written; see [`insufficient`]).
+pub fn push_spend(
+    q: &mut Statement,
+    name: &str,
+    user_id: Uuid,
+    cost: i64,
+    reason: &str,
+    reference_id: Option<Uuid>,
+) {
+    q.push(format_args!(
+        "{name} AS (
+             UPDATE user_profiles SET current_claves = current_claves - "
+    ));
+    q.push_bind(cost as i32);
+    q.push(", updated_at = now() WHERE user_id = ");
+    q.push_bind(user_id);
+    q.push(" AND current_claves >= ");
+    q.push_bind(cost as i32);
+    q.push(format_args!(
+        " RETURNING user_id, current_claves
+         ), {name}_ledger AS (
+             INSERT INTO clave_transactions (user_id, amount, reason, reference_id)
+             SELECT user_id, "
+    ));
+    q.push_bind(-(cost as i32));
+    q.push(", ");
+    q.push_bind(reason);
+    q.push(", ");
+    q.push_bind(reference_id);
+    q.push(format_args!(" FROM {name})"));
+}
+
+/// Why a spend of `cost` was refused: the balance it did not cover.
+pub async fn insufficient(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    cost: i64,
+) -> Result<Insufficient> {
+    let current: Option<i32> =
+        sqlx::query_scalar("SELECT current_claves FROM user_profiles WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(Insufficient {
+        required: cost,
+        balance: current.unwrap_or(0) as i64,
+    })
 }
 
 /// The bounds of an admin's grant (N4.6): a deduction or a credit of at most

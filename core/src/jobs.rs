@@ -212,6 +212,22 @@ pub async fn enqueue<J: Job>(conn: &mut sqlx::PgConnection, job: &J) -> Result<U
 
 /// [`enqueue`] for several jobs of one queue, in one statement.
 pub async fn enqueue_many<J: Job>(conn: &mut sqlx::PgConnection, jobs: &[J]) -> Result<Vec<Uuid>> {
+    let mut q = crate::db::Statement::new("WITH ");
+    let ids = push_enqueue(&mut q, "o", jobs, "true")?;
+    q.push(" SELECT count(*) FROM o");
+    q.build().execute(conn).await?;
+    Ok(ids)
+}
+
+/// Pushes [`enqueue_many`]'s outbox rows into a composed statement
+/// ([`crate::db::Statement`]) as `{name}`, written only when `guard` holds.
+/// Returns the jobs' ids; after the commit, call [`wake_relay`].
+pub fn push_enqueue<J: Job>(
+    q: &mut crate::db::Statement,
+    name: &str,
+    jobs: &[J],
+    guard: &str,
+) -> Result<Vec<Uuid>> {
     let mut ids = Vec::with_capacity(jobs.len());
     let mut payloads = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -221,15 +237,19 @@ pub async fn enqueue_many<J: Job>(conn: &mut sqlx::PgConnection, jobs: &[J]) -> 
         );
         ids.push(Uuid::now_v7());
     }
-    sqlx::query(
-        "INSERT INTO job_outbox (id, queue, payload)
-         SELECT id, $2, payload FROM unnest($1::uuid[], $3::jsonb[]) AS t(id, payload)",
-    )
-    .bind(&ids)
-    .bind(J::QUEUE)
-    .bind(&payloads)
-    .execute(conn)
-    .await?;
+    q.push(format_args!(
+        "{name} AS (
+             INSERT INTO job_outbox (id, queue, payload)
+             SELECT id, "
+    ));
+    q.push_bind(J::QUEUE);
+    q.push(" , payload FROM unnest(");
+    q.push_bind(ids.clone());
+    q.push("::uuid[], ");
+    q.push_bind(payloads);
+    q.push(format_args!(
+        "::jsonb[]) AS t(id, payload) WHERE ({guard}) RETURNING id)"
+    ));
     Ok(ids)
 }
 

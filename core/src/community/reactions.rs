@@ -1,8 +1,9 @@
 //! Reactions (§4.9 "React", "Unreact").
 
 use super::validation::Validation;
-use super::write::{fail, insufficient, lock_post_for, lock_profiles};
+use super::write::{fail, insufficient, lock_post_for, lock_profiles_reading_reaction};
 use super::{Done, REACTION_TYPES};
+use crate::db::Statement;
 use crate::economy::{self, Amounts, reason};
 use crate::jobs::{self, BadgeCheckJob};
 use crate::notifications;
@@ -42,6 +43,10 @@ pub(super) async fn bump_stat(conn: &mut PgConnection, user_id: Uuid, column: &s
 
 /// Reacts to a post (§4.9 "React"). A new reaction costs 1; the owner gets a
 /// refund of 1, at most 5 times per post; changing the type is free.
+///
+/// Five round trips: BEGIN, the post's lock, the two profiles' locks with the
+/// caller's reaction, one statement for every write (the economy's, the
+/// outbox's and the notification's parts pushed by their own modules), COMMIT.
 pub async fn react(
     ctx: &Context,
     user_id: Uuid,
@@ -54,16 +59,10 @@ pub async fn react(
     // 1. The post (locked: reactions on one post are serialized).
     let post = lock_post_for(&mut tx, post_id, user_id).await?;
     let owner = post.user_id;
-    // The caller's reaction, read after the lock (a statement of its own: the
-    // locking statement's snapshot predates a reaction committed while it
-    // waited).
-    let existing: Option<String> = sqlx::query_scalar(
-        "SELECT reaction_type FROM post_reactions WHERE post_id = $1 AND user_id = $2",
-    )
-    .bind(post_id)
-    .bind(user_id)
-    .fetch_optional(&mut *tx)
-    .await?;
+    // The caller's reaction, read after the post's lock (a statement of its
+    // own: the locking statement's snapshot predates a reaction committed
+    // while it waited), with the profiles' locks the charge needs.
+    let existing = lock_profiles_reading_reaction(&mut tx, post_id, user_id, owner).await?;
     // 2. An existing reaction: the same type is a no-op, another is a free change.
     if let Some(old) = existing {
         if old == reaction_type {
@@ -90,62 +89,77 @@ pub async fn react(
     if owner == user_id {
         return Err(fail(400, "You cannot react to your own posts"));
     }
-    // 4. Charge.
-    lock_profiles(&mut tx, &[user_id, owner]).await?;
+    // 4. One statement: the charge; then, only if it was paid, the reaction
+    //    and the counter, both users' stats (new reactions only, D14), the
+    //    owner's refund capped per post (the post's lock serializes the
+    //    count), the badge checks and the owner's notification (once per
+    //    (actor, post) ever: reacting again after an unreact is silent).
     let cost = amounts.reaction;
-    if let Err(i) = economy::spend(&mut tx, user_id, cost, reason::REACTION, Some(post_id)).await? {
-        return Err(insufficient(
-            400,
-            format!("Insufficient claves. You need {cost} 🥢"),
-            i,
-        ));
-    }
-    // 5. The reaction and the counter, in one statement.
-    sqlx::query(
-        "WITH r AS (
+    let now = ctx.clock.now();
+    let notice = notifications::New::reaction(owner, user_id, post_id, &post.title);
+    const REACTED: &str = "EXISTS (SELECT 1 FROM reacted)";
+    let mut q = Statement::new("WITH ");
+    economy::push_spend(
+        &mut q,
+        "spent",
+        user_id,
+        cost,
+        reason::REACTION,
+        Some(post_id),
+    );
+    q.push(
+        ", reacted AS (
              INSERT INTO post_reactions (post_id, user_id, reaction_type, created_at)
-             VALUES ($1, $2, $3, $4) RETURNING post_id
-         )
-         UPDATE posts SET reaction_count = reaction_count + 1
-         WHERE id = (SELECT post_id FROM r)",
-    )
-    .bind(post_id)
-    .bind(user_id)
-    .bind(reaction_type)
-    .bind(ctx.clock.now())
-    .execute(&mut *tx)
-    .await?;
-    // 6. The owner's refund, capped per post (the owner's profile is locked,
-    //    so the count cannot race).
+             SELECT ",
+    );
+    q.push_bind(post_id);
+    q.push(", user_id, ");
+    q.push_bind(reaction_type.to_string());
+    q.push(", ");
+    q.push_bind(now);
+    q.push(
+        " FROM spent RETURNING post_id
+         ), counted AS (
+             UPDATE posts SET reaction_count = reaction_count + 1
+             WHERE id = (SELECT post_id FROM reacted)
+         ), stats AS (
+             INSERT INTO user_stats (user_id, reactions_given_count, reactions_received_count,
+                                     last_updated)
+             SELECT v.user_id, v.given, v.received, now()
+             FROM (VALUES (",
+    );
+    q.push_bind(user_id);
+    q.push(", 1, 0), (");
+    q.push_bind(owner);
+    q.push(format_args!(
+        ", 0, 1)) AS v(user_id, given, received)
+             WHERE {REACTED}
+             ON CONFLICT (user_id) DO UPDATE
+             SET reactions_given_count =
+                     user_stats.reactions_given_count + EXCLUDED.reactions_given_count,
+                 reactions_received_count =
+                     user_stats.reactions_received_count + EXCLUDED.reactions_received_count,
+                 last_updated = now()
+         ), "
+    ));
     if amounts.reaction_refund > 0 {
-        economy::credit_capped(
-            &mut tx,
-            owner,
-            amounts.reaction_refund,
-            reason::REACTION_REFUND,
-            post_id,
-            amounts.reaction_refund_cap,
-        )
-        .await?;
+        economy::push_credit_capped(
+            &mut q,
+            "refund",
+            economy::Capped {
+                user_id: owner,
+                amount: amounts.reaction_refund,
+                reason: reason::REACTION_REFUND,
+                reference_id: post_id,
+                cap: amounts.reaction_refund_cap,
+            },
+            REACTED,
+        );
+        q.push(", ");
     }
-    // Stats and badge checks count new reactions only (D14).
-    sqlx::query(
-        "INSERT INTO user_stats (user_id, reactions_given_count, reactions_received_count,
-                                 last_updated)
-         VALUES ($1, 1, 0, now()), ($2, 0, 1, now())
-         ON CONFLICT (user_id) DO UPDATE
-         SET reactions_given_count =
-                 user_stats.reactions_given_count + EXCLUDED.reactions_given_count,
-             reactions_received_count =
-                 user_stats.reactions_received_count + EXCLUDED.reactions_received_count,
-             last_updated = now()",
-    )
-    .bind(user_id)
-    .bind(owner)
-    .execute(&mut *tx)
-    .await?;
-    jobs::enqueue_many(
-        &mut tx,
+    jobs::push_enqueue(
+        &mut q,
+        "badge_checks",
         &[
             BadgeCheckJob {
                 user_id,
@@ -156,19 +170,27 @@ pub async fn react(
                 stat: received_stat(reaction_type).into(),
             },
         ],
-    )
-    .await?;
-    // Once per (actor, post) ever: reacting again after an unreact is silent.
-    let mut pending = notifications::Pending::default();
-    notifications::notify(
-        &mut tx,
-        ctx.clock.now(),
-        &notifications::New::reaction(owner, user_id, post_id, &post.title),
-        &mut pending,
-    )
-    .await?;
+        REACTED,
+    )?;
+    q.push(", ");
+    notifications::push_notify(&mut q, "notified", now, &notice, REACTED);
+    q.push(" SELECT (SELECT current_claves FROM spent), (SELECT id FROM notified)");
+    let (paid, notified): (Option<i32>, Option<Uuid>) =
+        q.build_query_as().fetch_one(&mut *tx).await?;
+    if paid.is_none() {
+        let i = economy::insufficient(&mut tx, user_id, cost).await?;
+        return Err(insufficient(
+            400,
+            format!("Insufficient claves. You need {cost} 🥢"),
+            i,
+        ));
+    }
     tx.commit().await?;
     jobs::wake_relay(ctx);
+    let mut pending = notifications::Pending::default();
+    if let Some(id) = notified {
+        pending.push(owner, id);
+    }
     pending.publish(ctx).await;
     Ok(Done {
         message: format!("Reacted with {reaction_type}! (-{cost} 🥢)"),
@@ -179,19 +201,22 @@ pub async fn react(
 pub async fn unreact(ctx: &Context, user_id: Uuid, post_id: Uuid) -> Result<Done> {
     let mut tx = ctx.db.begin().await?;
     lock_post_for(&mut tx, post_id, user_id).await?;
-    let removed = sqlx::query("DELETE FROM post_reactions WHERE post_id = $1 AND user_id = $2")
-        .bind(post_id)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    // The row and the counter in one statement.
+    let removed = sqlx::query(
+        "WITH removed AS (
+             DELETE FROM post_reactions WHERE post_id = $1 AND user_id = $2 RETURNING post_id
+         )
+         UPDATE posts SET reaction_count = GREATEST(0, reaction_count - 1)
+         WHERE id = (SELECT post_id FROM removed)",
+    )
+    .bind(post_id)
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     if removed == 0 {
         return Err(fail(400, "No reaction to remove"));
     }
-    sqlx::query("UPDATE posts SET reaction_count = GREATEST(0, reaction_count - 1) WHERE id = $1")
-        .bind(post_id)
-        .execute(&mut *tx)
-        .await?;
     tx.commit().await?;
     jobs::wake_relay(ctx);
     Ok(Done {

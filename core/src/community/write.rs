@@ -56,6 +56,38 @@ pub(super) async fn lock_profiles(conn: &mut PgConnection, users: &[Uuid]) -> Re
     Ok(())
 }
 
+/// [`lock_profiles`] for a reaction's two users (the reactor and the post's
+/// owner, in the same order), in the statement that also reads the reactor's
+/// reaction to the post: one round trip. Call it after the post's lock, so
+/// the read sees every reaction committed before this transaction held it.
+pub(super) async fn lock_profiles_reading_reaction(
+    conn: &mut PgConnection,
+    post_id: Uuid,
+    user_id: Uuid,
+    owner: Uuid,
+) -> Result<Option<String>> {
+    let rows: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT (SELECT reaction_type FROM post_reactions WHERE post_id = $1 AND user_id = $2)
+         FROM user_profiles WHERE user_id IN ($2, $3) ORDER BY user_id FOR UPDATE",
+    )
+    .bind(post_id)
+    .bind(user_id)
+    .bind(owner)
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.is_empty() {
+        // No profile to lock (never for a signed-in user); the reaction still counts.
+        return Ok(sqlx::query_scalar(
+            "SELECT reaction_type FROM post_reactions WHERE post_id = $1 AND user_id = $2",
+        )
+        .bind(post_id)
+        .bind(user_id)
+        .fetch_optional(&mut *conn)
+        .await?);
+    }
+    Ok(rows.into_iter().flatten().next())
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(super) struct LockedPost {
     pub(super) user_id: Uuid,

@@ -231,33 +231,72 @@ pub async fn notify(
     if n.actor_id == Some(n.user_id) {
         return Ok(None);
     }
-    let id = Uuid::now_v7();
-    let created: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO notifications
-             (id, user_id, actor_id, type, title, message, reference_type, reference_id,
-              created_at, dedup_key)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
-         WHERE NOT EXISTS (SELECT 1 FROM notification_preferences p
-                           WHERE p.user_id = $2 AND p.in_app ->> $4 = 'false')
-         ON CONFLICT (user_id, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
-         RETURNING id",
-    )
-    .bind(id)
-    .bind(n.user_id)
-    .bind(n.actor_id)
-    .bind(n.kind)
-    .bind(&n.title)
-    .bind(&n.message)
-    .bind(n.reference_type)
-    .bind(n.reference_id.as_deref())
-    .bind(now)
-    .bind(n.dedup_key.as_deref())
-    .fetch_optional(&mut *conn)
-    .await?;
+    let mut q = crate::db::Statement::new("WITH ");
+    push_notify(&mut q, "n", now, n, "true");
+    q.push(" SELECT id FROM n");
+    let created: Option<Uuid> = q.build_query_scalar().fetch_optional(&mut *conn).await?;
     if let Some(id) = created {
         pending.push(n.user_id, id);
     }
     Ok(created)
+}
+
+/// Pushes [`notify`]'s row into a composed statement ([`crate::db::Statement`])
+/// as `{name}`, written only when `guard` holds; `{name}` yields the new id,
+/// if any (pass it to [`Pending::push`] with `n.user_id`). Same rules as
+/// [`notify`]: nothing for the actor themself, a type turned off, or a
+/// `dedup_key` the recipient already has.
+pub fn push_notify(
+    q: &mut crate::db::Statement,
+    name: &str,
+    now: DateTime<Utc>,
+    n: &New,
+    guard: &str,
+) {
+    if n.actor_id == Some(n.user_id) {
+        q.push(format_args!(
+            "{name} AS (SELECT NULL::uuid AS id WHERE false)"
+        ));
+        return;
+    }
+    q.push(format_args!(
+        "{name} AS (
+             INSERT INTO notifications
+                 (id, user_id, actor_id, type, title, message, reference_type, reference_id,
+                  created_at, dedup_key)
+             SELECT "
+    ));
+    q.push_bind(Uuid::now_v7());
+    q.push(", ");
+    q.push_bind(n.user_id);
+    q.push(", ");
+    q.push_bind(n.actor_id);
+    q.push(", ");
+    q.push_bind(n.kind);
+    q.push(", ");
+    q.push_bind(n.title.clone());
+    q.push(", ");
+    q.push_bind(n.message.clone());
+    q.push(", ");
+    q.push_bind(n.reference_type);
+    q.push(", ");
+    q.push_bind(n.reference_id.clone());
+    q.push(", ");
+    q.push_bind(now);
+    q.push(", ");
+    q.push_bind(n.dedup_key.clone());
+    q.push(format_args!(
+        " WHERE ({guard}) AND NOT EXISTS (SELECT 1 FROM notification_preferences p
+                                         WHERE p.user_id = "
+    ));
+    q.push_bind(n.user_id);
+    q.push(" AND p.in_app ->> ");
+    q.push_bind(n.kind);
+    q.push(
+        " = 'false')
+             ON CONFLICT (user_id, dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
+             RETURNING id)",
+    );
 }
 
 /// [`notify`] for several notifications in one statement (a badge check that
