@@ -1592,3 +1592,172 @@ async fn community_works_without_redis() {
         started.elapsed()
     );
 }
+
+// ---------------------------------------------------------------------------
+// The react path's round trips (issue 20)
+// ---------------------------------------------------------------------------
+
+/// A new reaction is BEGIN, the post's lock, the profiles' locks with the
+/// caller's reaction, one statement for every write, and COMMIT (sqlx logs
+/// every statement but BEGIN): all of it written, once.
+#[tokio::test(flavor = "current_thread")]
+async fn a_new_reaction_is_four_statements_and_writes_everything() {
+    use std::sync::atomic::Ordering;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let db = mambo_tests::TestDb::new().await;
+    let ns = format!("test-{}", Uuid::new_v4().simple());
+    let vars = mambo_tests::test_vars(&db.url, &ns);
+    let config = mambo_core::Config::from_map(&vars).unwrap();
+    let opts: sqlx::postgres::PgConnectOptions = db.url.parse().unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    let ctx = mambo_core::Context::new(pool.clone(), config).unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let owner = mambo_core::users::create_user(
+        &mut tx,
+        &mambo_core::users::NewUser::student("o@example.com", "O", "W"),
+    )
+    .await
+    .unwrap();
+    let fan = mambo_core::users::create_user(
+        &mut tx,
+        &mambo_core::users::NewUser::student("f@example.com", "F", "W"),
+    )
+    .await
+    .unwrap();
+    let post: Uuid = sqlx::query_scalar(
+        "INSERT INTO posts (user_id, post_type, title, tags) VALUES ($1, 'stage', 'Mine', '{mambo}') RETURNING id",
+    )
+    .bind(owner)
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE user_profiles SET current_claves = 10 WHERE user_id = $1")
+        .bind(fan)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let balance = |u: Uuid| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i32>(
+                "SELECT current_claves FROM user_profiles WHERE user_id = $1",
+            )
+            .bind(u)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let (fan_before, owner_before) = (balance(fan).await, balance(owner).await);
+
+    let counter = Counter::default();
+    let c = counter.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("sqlx::query=trace")
+        .with_writer(move || {
+            c.0.fetch_add(1, Ordering::SeqCst);
+            Sink
+        })
+        .finish();
+    let guard = subscriber.set_default();
+    let done = mambo_core::community::react(&ctx, fan, post, "fire")
+        .await
+        .unwrap();
+    let statements = counter.0.load(Ordering::SeqCst);
+    drop(guard);
+    assert_eq!(done.message, "Reacted with fire! (-1 🥢)");
+    assert_eq!(statements, 4, "statements of a new reaction");
+
+    // Everything the one statement writes, once.
+    assert_eq!(balance(fan).await, fan_before - 1);
+    assert_eq!(balance(owner).await, owner_before + 1);
+    let ledger: Vec<(Uuid, i32, String)> = sqlx::query_as(
+        "SELECT user_id, amount, reason FROM clave_transactions
+         WHERE reference_id = $1 ORDER BY amount",
+    )
+    .bind(post)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        ledger,
+        vec![
+            (fan, -1, "reaction".to_string()),
+            (owner, 1, "reaction_refund".to_string())
+        ]
+    );
+    let count: i32 = sqlx::query_scalar("SELECT reaction_count FROM posts WHERE id = $1")
+        .bind(post)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+    let stats: Vec<(Uuid, i32, i32)> = sqlx::query_as(
+        "SELECT user_id, reactions_given_count, reactions_received_count FROM user_stats
+         WHERE user_id IN ($1, $2) ORDER BY reactions_given_count",
+    )
+    .bind(fan)
+    .bind(owner)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(stats, vec![(owner, 0, 1), (fan, 1, 0)]);
+    let jobs: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT payload FROM job_outbox WHERE queue = 'badge_check' ORDER BY payload->>'stat'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        jobs,
+        vec![
+            json!({"user_id": owner, "stat": "fires_received"}),
+            json!({"user_id": fan, "stat": "reactions_given"}),
+        ]
+    );
+    let notes: Vec<(Uuid, Option<Uuid>, String)> =
+        sqlx::query_as("SELECT user_id, actor_id, type FROM notifications")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        notes,
+        vec![(owner, Some(fan), "reaction_received".to_string())]
+    );
+
+    // Broke: nothing is written, and the error carries the balance.
+    sqlx::query("UPDATE user_profiles SET current_claves = 0 WHERE user_id = $1")
+        .bind(owner)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let other: Uuid = sqlx::query_scalar(
+        "INSERT INTO posts (user_id, post_type, title, tags) VALUES ($1, 'stage', 'Yours', '{mambo}') RETURNING id",
+    )
+    .bind(fan)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let err = mambo_core::community::react(&ctx, owner, other, "clap")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 400);
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM post_reactions WHERE post_id = $1)
+              + (SELECT count(*) FROM clave_transactions WHERE reference_id = $1)
+              + (SELECT count(*) FROM notifications WHERE user_id = $2)",
+    )
+    .bind(other)
+    .bind(fan)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, 0);
+    pool.close().await;
+}
