@@ -247,12 +247,23 @@ pub struct CatalogCache(std::sync::RwLock<Option<(i64, Arc<Catalog>)>>);
 #[derive(Debug)]
 pub struct Catalog {
     worlds: Vec<WorldRow>,
-    /// Every lesson of a listed world, to its world: a caller's completions
-    /// are counted per world from their lesson ids alone.
-    lesson_world: HashMap<Uuid, Uuid>,
+    /// Every lesson of a listed world, to its place: a caller's completions
+    /// are counted per world from their lesson ids alone, and a lesson's
+    /// detail is read with its neighbours from its world's list.
+    lesson_world: HashMap<Uuid, LessonPlace>,
     /// Each listed world's lessons in the order of §4.5, as nobody's
     /// (not completed, not redacted), with whether the world is free.
     lessons: HashMap<Uuid, (bool, Vec<LessonItem>)>,
+}
+
+/// Where a lesson of the catalogue is: its world, its index in the world's
+/// sorted list, and its level.
+#[derive(Debug)]
+struct LessonPlace {
+    world: Uuid,
+    index: usize,
+    level_id: Uuid,
+    level_title: String,
 }
 
 impl CatalogCache {
@@ -283,12 +294,14 @@ async fn load_catalog(db: &PgPool) -> Result<Catalog> {
     struct Row {
         world_id: Uuid,
         world_is_free: bool,
+        level_id: Uuid,
+        level_title: String,
         #[sqlx(flatten)]
         item: LessonItem,
     }
     let worlds = world_rows(db, None, false, None).await?;
     let rows = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(format!(
-        "SELECT l.world_id, w.is_free AS world_is_free,
+        "SELECT l.world_id, w.is_free AS world_is_free, l.id AS level_id, l.title AS level_title,
                 le.id, le.title, le.description, le.video_url, le.xp_value,
                 false AS is_completed, false AS is_locked,
                 le.is_boss_battle, le.order_index, le.week_number, le.day_number,
@@ -306,17 +319,38 @@ async fn load_catalog(db: &PgPool) -> Result<Catalog> {
     let mut lessons: HashMap<Uuid, (bool, Vec<LessonItem>)> =
         worlds.iter().map(|w| (w.id, (w.is_free, vec![]))).collect();
     for r in rows {
-        lesson_world.insert(r.item.id, r.world_id);
-        lessons
+        let list = &mut lessons
             .entry(r.world_id)
             .or_insert_with(|| (r.world_is_free, vec![]))
-            .1
-            .push(r.item);
+            .1;
+        lesson_world.insert(
+            r.item.id,
+            LessonPlace {
+                world: r.world_id,
+                index: list.len(),
+                level_id: r.level_id,
+                level_title: r.level_title,
+            },
+        );
+        list.push(r.item);
     }
     Ok(Catalog {
         worlds,
         lesson_world,
         lessons,
+    })
+}
+
+/// The published catalogue of `version`: this process's copy, else read and
+/// kept.
+async fn catalog_at(ctx: &Context, version: i64) -> Result<Arc<Catalog>> {
+    Ok(match ctx.catalog.get(version) {
+        Some(c) => c,
+        None => {
+            let c = Arc::new(load_catalog(&ctx.db).await?);
+            ctx.catalog.put(version, c.clone());
+            c
+        }
     })
 }
 
@@ -372,14 +406,7 @@ pub async fn head(ctx: &Context, viewer: Option<&Viewer>) -> Result<Head> {
         .await?;
     // The version is read before the catalogue: what is cached under it is
     // at least as new as it, never older.
-    let catalog = match ctx.catalog.get(version) {
-        Some(c) => c,
-        None => {
-            let c = Arc::new(load_catalog(&ctx.db).await?);
-            ctx.catalog.put(version, c.clone());
-            c
-        }
-    };
+    let catalog = catalog_at(ctx, version).await?;
     Ok(Head {
         version,
         catalog,
@@ -406,8 +433,8 @@ pub fn worlds_in(head: &Head) -> Vec<WorldItem> {
     } = head;
     let mut completed: HashMap<Uuid, i64> = HashMap::new();
     for lesson in done {
-        if let Some(world) = catalog.lesson_world.get(lesson) {
-            *completed.entry(*world).or_default() += 1;
+        if let Some(place) = catalog.lesson_world.get(lesson) {
+            *completed.entry(place.world).or_default() += 1;
         }
     }
     catalog
@@ -729,8 +756,51 @@ fn check_open(access: &Access, row: &LessonRow) -> Result<()> {
 
 /// `GET /api/courses/lessons/{id}` for a signed-in caller: the lesson, the
 /// caller's access and the lesson's neighbours in its world's sorted list
-/// (§4.5), in one query.
-pub async fn lesson_detail(db: &PgPool, viewer: &Viewer, lesson_id: Uuid) -> Result<LessonDetail> {
+/// (§4.5). A lesson of a published world comes from the catalogue cache
+/// after one query of index lookups (the catalogue's version and the
+/// caller's access); any other lesson (staff reading an unpublished world,
+/// an unknown id) from the database.
+pub async fn lesson_detail(
+    ctx: &Context,
+    viewer: &Viewer,
+    lesson_id: Uuid,
+) -> Result<LessonDetail> {
+    let (version, access) = version_and_access(ctx, viewer).await?;
+    let catalog = catalog_at(ctx, version).await?;
+    let Some(place) = catalog.lesson_world.get(&lesson_id) else {
+        return lesson_detail_db(&ctx.db, viewer, lesson_id).await;
+    };
+    let Some((is_free, list)) = catalog.lessons.get(&place.world) else {
+        return lesson_detail_db(&ctx.db, viewer, lesson_id).await;
+    };
+    if !access.can_open(*is_free) {
+        return Err(Error::forbidden(LOCKED_MSG));
+    }
+    let neighbour = |i: Option<usize>| i.and_then(|i| list.get(i)).map(|l| l.id);
+    let l = &list[place.index];
+    Ok(LessonDetail {
+        id: l.id,
+        title: l.title.clone(),
+        description: l.description.clone(),
+        video_url: l.video_url.clone(),
+        xp_value: l.xp_value,
+        next_lesson_id: neighbour(Some(place.index + 1)),
+        prev_lesson_id: neighbour(place.index.checked_sub(1)),
+        week_number: l.week_number,
+        day_number: l.day_number,
+        content_json: l.content_json.clone(),
+        mux_playback_id: l.mux_playback_id.clone(),
+        mux_asset_id: l.mux_asset_id.clone(),
+        thumbnail_url: l.thumbnail_url.clone(),
+        lesson_type: l.lesson_type.clone(),
+        level_id: Some(place.level_id),
+        level_title: Some(place.level_title.clone()),
+        state_tag: access_tag_of(version, &access),
+    })
+}
+
+/// [`lesson_detail`] from the database, in one query.
+async fn lesson_detail_db(db: &PgPool, viewer: &Viewer, lesson_id: Uuid) -> Result<LessonDetail> {
     #[derive(sqlx::FromRow)]
     struct Row {
         #[sqlx(flatten)]
@@ -804,6 +874,13 @@ fn access_tag_of(version: i64, access: &Access) -> String {
 /// [`access_tag_of`] read on its own (one query of two index lookups), to
 /// answer a conditional request before the lesson is read.
 pub async fn access_tag(ctx: &Context, viewer: &Viewer) -> Result<String> {
+    let (version, access) = version_and_access(ctx, viewer).await?;
+    Ok(access_tag_of(version, &access))
+}
+
+/// The catalogue's version and what the caller may open, in one query of
+/// index lookups.
+async fn version_and_access(ctx: &Context, viewer: &Viewer) -> Result<(i64, Access)> {
     let (version, pro): (i64, Option<bool>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT (SELECT version FROM cache_versions WHERE name = 'catalog'),
                 (SELECT {PRO_SQL} FROM subscriptions s WHERE s.user_id = $1)"
@@ -811,7 +888,7 @@ pub async fn access_tag(ctx: &Context, viewer: &Viewer) -> Result<String> {
     .bind(viewer.id)
     .fetch_one(&ctx.db)
     .await?;
-    Ok(access_tag_of(version, &access_with(Some(viewer), pro)))
+    Ok((version, access_with(Some(viewer), pro)))
 }
 
 // ---------------------------------------------------------------------------

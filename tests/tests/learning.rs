@@ -2007,7 +2007,7 @@ async fn lists_cost_a_fixed_number_of_queries() {
             let tree = r.unwrap();
             n.push(("skill tree", c));
             if let Some(v) = v {
-                let (r, c) = count_statements(courses::lesson_detail(&db, v, lesson)).await;
+                let (r, c) = count_statements(courses::lesson_detail(&ctx, v, lesson)).await;
                 let _ = r; // 403 for the rookie: still counted
                 n.push(("lesson detail", c));
             }

@@ -516,3 +516,83 @@ async fn a_write_through_one_api_is_read_at_once_through_the_other() {
         assert_eq!(balance, ledger);
     }
 }
+
+/// The lesson detail comes from each API's catalogue cache: an edit through
+/// one API, or a lesson added by plain SQL, is read at once through the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lesson_edited_through_one_api_is_read_at_once_through_the_other() {
+    let a = TestApp::spawn().await;
+    let b = a.spawn_peer_with(true, false, &[]).await;
+    let admin = a.admin().await;
+    let student = a.create_user(mambo_tests::UserSpec::default()).await;
+    let w: Uuid = sqlx::query_scalar(
+        "INSERT INTO worlds (title, slug, order_index, is_free, difficulty, is_published)
+         VALUES ('Free', 'free-w', 0, true, 'Beginner', true) RETURNING id",
+    )
+    .fetch_one(a.db())
+    .await
+    .unwrap();
+    let level: Uuid = sqlx::query_scalar(
+        "INSERT INTO levels (world_id, title, order_index) VALUES ($1, 'Basics', 0) RETURNING id",
+    )
+    .bind(w)
+    .fetch_one(a.db())
+    .await
+    .unwrap();
+    let first: Uuid = sqlx::query_scalar(
+        "INSERT INTO lessons (level_id, title, video_url, xp_value, order_index)
+         VALUES ($1, 'Basic step', 'https://video.example/1', 10, 0) RETURNING id",
+    )
+    .bind(level)
+    .fetch_one(a.db())
+    .await
+    .unwrap();
+    let path = format!("/api/courses/lessons/{first}");
+    let (s, d) = get(&b, &path, &student).await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    assert_eq!(d["title"], "Basic step");
+    assert_eq!(d["level_title"], "Basics");
+    assert_eq!(d["level_id"], json!(level));
+    assert_eq!(d["next_lesson_id"], Value::Null);
+    assert_eq!(d["prev_lesson_id"], Value::Null);
+
+    // An edit through A.
+    let (s, v) = call(
+        &a,
+        reqwest::Method::PUT,
+        &format!("/api/admin/lessons/{first}"),
+        Some(&admin),
+        Some(json!({"title": "Basic step, on 2"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, d) = get(&b, &path, &student).await;
+    assert_eq!(d["title"], "Basic step, on 2");
+
+    // A lesson added by plain SQL: the first gains a next, the new one a prev.
+    let second: Uuid = sqlx::query_scalar(
+        "INSERT INTO lessons (level_id, title, video_url, xp_value, order_index)
+         VALUES ($1, 'Side step', 'https://video.example/2', 10, 1) RETURNING id",
+    )
+    .bind(level)
+    .fetch_one(a.db())
+    .await
+    .unwrap();
+    let (_, d) = get(&b, &path, &student).await;
+    assert_eq!(d["next_lesson_id"], json!(second));
+    let (_, d) = get(&b, &format!("/api/courses/lessons/{second}"), &student).await;
+    assert_eq!(d["prev_lesson_id"], json!(first));
+    assert_eq!(d["title"], "Side step");
+
+    // Unpublished: staff still read it (from the database), students get 404.
+    sqlx::query("UPDATE worlds SET is_published = false WHERE id = $1")
+        .bind(w)
+        .execute(a.db())
+        .await
+        .unwrap();
+    let (s, _) = get(&b, &path, &student).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, d) = get(&b, &path, &admin).await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    assert_eq!(d["next_lesson_id"], json!(second));
+}

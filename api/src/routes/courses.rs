@@ -304,7 +304,7 @@ impl CoursesApi {
                 return Ok(Cached::NotModified(validator));
             }
         }
-        let d = courses::lesson_detail(&state.ctx.db, &v, id).await?;
+        let d = courses::lesson_detail(&state.ctx, &v, id).await?;
         let validator = Validator::new(&route, &d.state_tag, false);
         Ok(Cached::Fresh(lesson_body(d), validator))
     }
