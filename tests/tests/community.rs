@@ -1761,3 +1761,138 @@ async fn a_new_reaction_is_four_statements_and_writes_everything() {
     assert_eq!(rows, 0);
     pool.close().await;
 }
+
+/// The post page is one statement: the post, the viewer's reaction and the
+/// whole thread (as one JSON column), in the N4.1 order, with hidden replies
+/// left out for everyone but their author.
+#[tokio::test(flavor = "current_thread")]
+async fn the_post_page_is_one_statement_with_its_thread_in_order() {
+    use std::sync::atomic::Ordering;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let db = mambo_tests::TestDb::new().await;
+    let opts: sqlx::postgres::PgConnectOptions = db.url.parse().unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    let mut users = vec![];
+    for i in 0..3 {
+        let mut tx = pool.begin().await.unwrap();
+        let nu = mambo_core::users::NewUser::student(&format!("u{i}@example.com"), "U", "V");
+        users.push(mambo_core::users::create_user(&mut tx, &nu).await.unwrap());
+        tx.commit().await.unwrap();
+    }
+    let (owner, a, b) = (users[0], users[1], users[2]);
+    let post: Uuid = sqlx::query_scalar(
+        "INSERT INTO posts (user_id, post_type, title, tags) VALUES ($1, 'lab', 'Q', '{mambo}') RETURNING id",
+    )
+    .bind(owner)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let reply = |user: Uuid,
+                 content: &str,
+                 parent: Option<Uuid>,
+                 secs: i64,
+                 accepted: bool,
+                 hidden: bool| {
+        let pool = pool.clone();
+        let content = content.to_string();
+        async move {
+            sqlx::query_scalar::<_, Uuid>(
+                "INSERT INTO post_replies (post_id, user_id, content, parent_reply_id, created_at,
+                                           is_accepted_answer, is_hidden)
+                 VALUES ($1, $2, $3, $4, timestamptz '2026-01-01' + make_interval(secs => $5),
+                         $6, $7)
+                 RETURNING id",
+            )
+            .bind(post)
+            .bind(user)
+            .bind(content)
+            .bind(parent)
+            .bind(secs as f64)
+            .bind(accepted)
+            .bind(hidden)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let first = reply(a, "first", None, 1, false, false).await;
+    let answer = reply(b, "answer", None, 2, true, false).await;
+    let child = reply(b, "child of first", Some(first), 3, false, false).await;
+    let hidden = reply(a, "hidden", None, 4, false, true).await;
+    let under_answer = reply(a, "child of answer", Some(answer), 5, false, false).await;
+    sqlx::query(
+        "INSERT INTO post_reactions (post_id, user_id, reaction_type) VALUES ($1, $2, 'clap')",
+    )
+    .bind(post)
+    .bind(b)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let counter = Counter::default();
+    let c = counter.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("sqlx::query=trace")
+        .with_writer(move || {
+            c.0.fetch_add(1, Ordering::SeqCst);
+            Sink
+        })
+        .finish();
+    let guard = subscriber.set_default();
+    let seen_by_b = mambo_core::community::post_detail(&pool, b, post)
+        .await
+        .unwrap()
+        .unwrap();
+    let statements = counter.0.load(Ordering::SeqCst);
+    drop(guard);
+    assert_eq!(statements, 1);
+    assert_eq!(seen_by_b.post.user_reaction.as_deref(), Some("clap"));
+    let order: Vec<Uuid> = seen_by_b.replies.iter().map(|r| r.id).collect();
+    assert_eq!(order, vec![answer, under_answer, first, child]);
+    assert_eq!(seen_by_b.replies[0].user.id, b);
+    assert!(seen_by_b.replies[0].is_accepted_answer);
+    assert_eq!(seen_by_b.replies[3].parent_reply_id, Some(first));
+    assert_eq!(
+        seen_by_b.replies[2].created_at.to_rfc3339(),
+        "2026-01-01T00:00:01+00:00"
+    );
+
+    // The author of the hidden reply sees it in its place.
+    let seen_by_a = mambo_core::community::post_detail(&pool, a, post)
+        .await
+        .unwrap()
+        .unwrap();
+    let order: Vec<Uuid> = seen_by_a.replies.iter().map(|r| r.id).collect();
+    assert_eq!(order, vec![answer, under_answer, first, child, hidden]);
+    assert!(seen_by_a.replies[4].is_hidden);
+    assert_eq!(seen_by_a.post.user_reaction, None);
+
+    // No replies: an empty thread; someone else's hidden post: nothing.
+    sqlx::query("DELETE FROM post_replies WHERE post_id = $1")
+        .bind(post)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let empty = mambo_core::community::post_detail(&pool, a, post)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(empty.replies.is_empty());
+    sqlx::query("UPDATE posts SET is_hidden = true WHERE id = $1")
+        .bind(post)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(
+        mambo_core::community::post_detail(&pool, a, post)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    pool.close().await;
+}

@@ -1,10 +1,11 @@
 //! Posts: create, edit, delete, and the detail page.
 
-use super::replies::{AUDIT_POST_DELETE, snapshot, thread};
-use super::rows::load_post;
+use super::replies::{AUDIT_POST_DELETE, ReplyRow, snapshot, thread_json_sql};
+use super::rows::{POST_JOINS, PostRow, load_post, post_columns};
 use super::slots::slot_status_conn;
 use super::tags::{bump_tags, check_tags, dedup_tags};
 use super::validation::{Field, Validation};
+use super::visibility::visible_sql;
 use super::write::{
     LockedPost, after_post_write, badge_check, fail, insufficient, lock_post, lock_profiles,
     post_not_found,
@@ -102,14 +103,33 @@ impl PostUpdate {
 }
 
 /// A post with its replies (N4.1 order: each top-level reply, the accepted
-/// answer first then by `created_at`, followed by its children): two queries.
+/// answer first then by `created_at`, followed by its children): one query,
+/// the replies as one JSON column of it.
 pub async fn post_detail(db: &PgPool, viewer: Uuid, post_id: Uuid) -> Result<Option<PostDetail>> {
-    let mut conn = db.acquire().await?;
-    let Some(post) = load_post(&mut conn, viewer, post_id).await? else {
-        return Ok(None);
-    };
-    let replies = thread(&mut conn, viewer, post_id).await?;
-    Ok(Some(PostDetail { post, replies }))
+    let sql = format!(
+        "SELECT {}, r.reaction_type AS user_reaction, {} AS replies {POST_JOINS}
+         LEFT JOIN post_reactions r ON r.post_id = p.id AND r.user_id = $2
+         WHERE p.id = $1 AND {}",
+        post_columns(),
+        thread_json_sql(),
+        visible_sql("p", "$2")
+    );
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        post: PostRow,
+        user_reaction: Option<String>,
+        replies: sqlx::types::Json<Vec<ReplyRow>>,
+    }
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(post_id)
+        .bind(viewer)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|r| PostDetail {
+        post: r.post.into_item(r.user_reaction),
+        replies: r.replies.0.into_iter().map(ReplyRow::into_item).collect(),
+    }))
 }
 
 /// Creates a post, in the order of §4.9. Schema validation is the caller's

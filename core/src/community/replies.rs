@@ -38,7 +38,7 @@ impl NewReply {
     }
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub(super) struct ReplyRow {
     pub(super) id: Uuid,
     pub(super) user_id: Uuid,
@@ -79,19 +79,23 @@ impl ReplyRow {
     }
 }
 
-pub(super) const REPLY_SELECT: &str = "SELECT rp.id, rp.user_id, rp.content, rp.mux_playback_id,
+const REPLY_COLUMNS: &str = "rp.id, rp.user_id, rp.content, rp.mux_playback_id,
         rp.is_accepted_answer, rp.created_at, rp.parent_reply_id, rp.is_deleted,
         rp.is_hidden,
         COALESCE(pr.first_name, 'Unknown') AS first_name,
         COALESCE(pr.last_name, 'User') AS last_name,
         pr.avatar_url, COALESCE(pr.level, 1) AS level,
-        COALESCE(PRO_EXPR, false) AS is_pro
-    FROM post_replies rp
+        COALESCE(PRO_EXPR, false) AS is_pro";
+
+const REPLY_FROM: &str = "FROM post_replies rp
     LEFT JOIN user_profiles pr ON pr.user_id = rp.user_id
     LEFT JOIN subscriptions s ON s.user_id = rp.user_id";
 
 pub(super) fn reply_select() -> String {
-    REPLY_SELECT.replace("PRO_EXPR", PRO_SQL)
+    format!(
+        "SELECT {} {REPLY_FROM}",
+        REPLY_COLUMNS.replace("PRO_EXPR", PRO_SQL)
+    )
 }
 
 pub(super) async fn load_reply(conn: &mut PgConnection, reply_id: Uuid) -> Result<ReplyItem> {
@@ -299,30 +303,26 @@ pub async fn accept(
 // Threads (N4.1): the order, the parent rule, edit and delete
 // ---------------------------------------------------------------------------
 
-/// The replies of a post: each top-level reply (the accepted answer first,
-/// then by `created_at`) followed by its children (by `created_at`). One query.
-/// A hidden reply (and the thread under a hidden top-level reply) is left out
-/// for everyone but its author and admins.
-pub(super) async fn thread(
-    conn: &mut PgConnection,
-    viewer: Uuid,
-    post_id: Uuid,
-) -> Result<Vec<ReplyItem>> {
-    let sql = format!(
-        "{} JOIN post_replies top ON top.id = COALESCE(rp.parent_reply_id, rp.id)
-         WHERE rp.post_id = $1 AND {} AND {}
-         ORDER BY top.is_accepted_answer DESC, top.created_at, top.id,
-                  rp.parent_reply_id IS NOT NULL, rp.created_at, rp.id",
-        reply_select(),
+/// The replies of post `$1` as `viewer` `$2` sees them, in the N4.1 order
+/// (each top-level reply, the accepted answer first then by `created_at`,
+/// followed by its children): an SQL expression giving a JSON array of
+/// [`ReplyRow`]s, for the post's own query (one round trip for the page).
+pub(super) fn thread_json_sql() -> String {
+    format!(
+        "(SELECT COALESCE(json_agg(t ORDER BY t.thread_order), '[]'::json) FROM (
+             SELECT {},
+                    row_number() OVER (
+                        ORDER BY top.is_accepted_answer DESC, top.created_at, top.id,
+                                 rp.parent_reply_id IS NOT NULL, rp.created_at, rp.id
+                    ) AS thread_order
+             {REPLY_FROM}
+             JOIN post_replies top ON top.id = COALESCE(rp.parent_reply_id, rp.id)
+             WHERE rp.post_id = $1 AND {} AND {}
+         ) t)",
+        REPLY_COLUMNS.replace("PRO_EXPR", PRO_SQL),
         visible_sql("rp", "$2"),
         visible_sql("top", "$2"),
-    );
-    let rows: Vec<ReplyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(post_id)
-        .bind(viewer)
-        .fetch_all(&mut *conn)
-        .await?;
-    Ok(rows.into_iter().map(ReplyRow::into_item).collect())
+    )
 }
 
 pub(super) fn reply_not_found() -> Error {
