@@ -186,9 +186,16 @@ pub async fn credit_capped(
         },
         "true",
     );
-    q.push(" SELECT (SELECT count(*) FROM c_ledger), (SELECT current_claves FROM c)");
+    q.push(" SELECT ");
+    q.push(capped_result_sql("c"));
     let (inserted, balance): (i64, Option<i32>) = q.build_query_as().fetch_one(&mut *conn).await?;
     credited(inserted, balance)
+}
+
+/// The two columns (ledger rows, new balance) of a [`push_credit_capped`]
+/// named `name`, for [`credited`].
+pub fn capped_result_sql(name: &str) -> String {
+    format!("(SELECT count(*) FROM {name}_ledger), (SELECT current_claves FROM {name})")
 }
 
 /// A capped credit ([`credit_capped`]).
@@ -253,7 +260,10 @@ fn credit_sql(insert: &str) -> String {
     )
 }
 
-fn credited(inserted: i64, balance: Option<i32>) -> Result<Option<i64>> {
+/// What a credit statement wrote: (ledger rows, new balance) → the new
+/// balance, `None` when nothing was credited, and `Profile not found` when a
+/// ledger row found no balance to move (the transaction must not commit).
+pub fn credited(inserted: i64, balance: Option<i32>) -> Result<Option<i64>> {
     match (inserted, balance) {
         (0, _) => Ok(None),
         (_, Some(b)) => Ok(Some(b as i64)),

@@ -1759,6 +1759,33 @@ async fn a_new_reaction_is_four_statements_and_writes_everything() {
     .await
     .unwrap();
     assert_eq!(rows, 0);
+
+    // An owner without a balance row: the refund cannot be paid, so nothing
+    // is (the charge included), as when the refund was a statement of its own.
+    let fan_now = balance(fan).await;
+    let ghost = post;
+    sqlx::query("DELETE FROM user_profiles WHERE user_id = $1")
+        .bind(owner)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM post_reactions WHERE post_id = $1")
+        .bind(ghost)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let err = mambo_core::community::react(&ctx, fan, ghost, "clap")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 404);
+    assert_eq!(balance(fan).await, fan_now);
+    let reactions: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM post_reactions WHERE post_id = $1")
+            .bind(ghost)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(reactions, 0);
     pool.close().await;
 }
 

@@ -174,9 +174,16 @@ pub async fn react(
     )?;
     q.push(", ");
     notifications::push_notify(&mut q, "notified", now, &notice, REACTED);
-    q.push(" SELECT (SELECT current_claves FROM spent), (SELECT id FROM notified)");
-    let (paid, notified): (Option<i32>, Option<Uuid>) =
+    q.push(" SELECT (SELECT current_claves FROM spent), (SELECT id FROM notified), ");
+    q.push(if amounts.reaction_refund > 0 {
+        economy::capped_result_sql("refund")
+    } else {
+        "0::bigint, NULL::int".to_string()
+    });
+    let (paid, notified, refunded, owner_balance): (Option<i32>, Option<Uuid>, i64, Option<i32>) =
         q.build_query_as().fetch_one(&mut *tx).await?;
+    // The refund's own check (a ledger row needs the owner's balance row).
+    economy::credited(refunded, owner_balance)?;
     if paid.is_none() {
         let i = economy::insufficient(&mut tx, user_id, cost).await?;
         return Err(insufficient(
