@@ -645,3 +645,44 @@ impl TestApp {
         assert_eq!(balance, ledger);
     }
 }
+
+/// Collects what a `fmt` subscriber writes, one line per `sqlx::query` event.
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Runs `f` with a thread-local subscriber that records every statement sqlx
+/// executes (sqlx logs each one under the `sqlx::query` target) and returns
+/// how many ran. The future is polled on this test's thread (the test body
+/// runs under `block_on`), so only its own statements are seen.
+pub async fn count_statements<T, Fut: std::future::Future<Output = T>>(f: Fut) -> (T, usize) {
+    use tracing_subscriber::util::SubscriberInitExt;
+    let cap = Capture::default();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(cap.clone())
+        .with_ansi(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("sqlx::query=debug"))
+        .finish();
+    let guard = sub.set_default();
+    let out = f.await;
+    drop(guard);
+    let text = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
+    let n = text.lines().filter(|l| l.contains("sqlx::query")).count();
+    (out, n)
+}

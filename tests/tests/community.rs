@@ -1445,25 +1445,9 @@ async fn concurrent_react_and_unreact_keep_the_count_true() {
 // The feed's query count does not grow with the page size (D17)
 // ---------------------------------------------------------------------------
 
-/// Counts the `sqlx::query` events logged on this thread.
-#[derive(Clone, Default)]
-struct Counter(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-
-struct Sink;
-impl std::io::Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
+/// Every feed page is one statement (`mambo_tests::count_statements`).
 #[tokio::test(flavor = "current_thread")]
 async fn feed_query_count_is_fixed() {
-    use std::sync::atomic::Ordering;
-    use tracing_subscriber::util::SubscriberInitExt;
-
     // A context of its own with statement logging on, and no background tasks.
     let db = mambo_tests::TestDb::new().await;
     let ns = format!("test-{}", Uuid::new_v4().simple());
@@ -1504,17 +1488,6 @@ async fn feed_query_count_is_fixed() {
     }
     tx.commit().await.unwrap();
 
-    let counter = Counter::default();
-    let c = counter.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("sqlx::query=trace")
-        .with_writer(move || {
-            c.0.fetch_add(1, Ordering::SeqCst);
-            Sink
-        })
-        .finish();
-    let _guard = subscriber.set_default();
-
     let mut counts = vec![];
     for (limit, tag) in [
         (1, None),
@@ -1530,9 +1503,10 @@ async fn feed_query_count_is_fixed() {
             skip: 0,
             limit,
         };
-        counter.0.store(0, Ordering::SeqCst);
-        let items = mambo_core::community::feed(&ctx, viewer, &q).await.unwrap();
-        counts.push(counter.0.load(Ordering::SeqCst));
+        let (items, statements) =
+            mambo_tests::count_statements(mambo_core::community::feed(&ctx, viewer, &q)).await;
+        let items = items.unwrap();
+        counts.push(statements);
         assert_eq!(items.len(), limit as usize);
         if limit == 30 {
             let mine = items
@@ -1602,9 +1576,6 @@ async fn community_works_without_redis() {
 /// every statement but BEGIN): all of it written, once.
 #[tokio::test(flavor = "current_thread")]
 async fn a_new_reaction_is_four_statements_and_writes_everything() {
-    use std::sync::atomic::Ordering;
-    use tracing_subscriber::util::SubscriberInitExt;
-
     let db = mambo_tests::TestDb::new().await;
     let ns = format!("test-{}", Uuid::new_v4().simple());
     let vars = mambo_tests::test_vars(&db.url, &ns);
@@ -1656,21 +1627,9 @@ async fn a_new_reaction_is_four_statements_and_writes_everything() {
     };
     let (fan_before, owner_before) = (balance(fan).await, balance(owner).await);
 
-    let counter = Counter::default();
-    let c = counter.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("sqlx::query=trace")
-        .with_writer(move || {
-            c.0.fetch_add(1, Ordering::SeqCst);
-            Sink
-        })
-        .finish();
-    let guard = subscriber.set_default();
-    let done = mambo_core::community::react(&ctx, fan, post, "fire")
-        .await
-        .unwrap();
-    let statements = counter.0.load(Ordering::SeqCst);
-    drop(guard);
+    let (done, statements) =
+        mambo_tests::count_statements(mambo_core::community::react(&ctx, fan, post, "fire")).await;
+    let done = done.unwrap();
     assert_eq!(done.message, "Reacted with fire! (-1 🥢)");
     assert_eq!(statements, 4, "statements of a new reaction");
 
@@ -1794,9 +1753,6 @@ async fn a_new_reaction_is_four_statements_and_writes_everything() {
 /// left out for everyone but their author.
 #[tokio::test(flavor = "current_thread")]
 async fn the_post_page_is_one_statement_with_its_thread_in_order() {
-    use std::sync::atomic::Ordering;
-    use tracing_subscriber::util::SubscriberInitExt;
-
     let db = mambo_tests::TestDb::new().await;
     let opts: sqlx::postgres::PgConnectOptions = db.url.parse().unwrap();
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -1861,22 +1817,9 @@ async fn the_post_page_is_one_statement_with_its_thread_in_order() {
     .await
     .unwrap();
 
-    let counter = Counter::default();
-    let c = counter.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("sqlx::query=trace")
-        .with_writer(move || {
-            c.0.fetch_add(1, Ordering::SeqCst);
-            Sink
-        })
-        .finish();
-    let guard = subscriber.set_default();
-    let seen_by_b = mambo_core::community::post_detail(&pool, b, post)
-        .await
-        .unwrap()
-        .unwrap();
-    let statements = counter.0.load(Ordering::SeqCst);
-    drop(guard);
+    let (seen_by_b, statements) =
+        mambo_tests::count_statements(mambo_core::community::post_detail(&pool, b, post)).await;
+    let seen_by_b = seen_by_b.unwrap().unwrap();
     assert_eq!(statements, 1);
     assert_eq!(seen_by_b.post.user_reaction.as_deref(), Some("clap"));
     let order: Vec<Uuid> = seen_by_b.replies.iter().map(|r| r.id).collect();

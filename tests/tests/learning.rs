@@ -2,11 +2,10 @@
 //! admin course builder (API.md §3.2, §3.3, §4.4–4.7; issue 4).
 
 use mambo_core::courses::{self, Viewer};
-use mambo_tests::{StatusCode, TestApp, TestUser, UserSpec, json};
+use mambo_tests::{StatusCode, TestApp, TestUser, UserSpec, count_statements, json};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 const LOCKED: &str = "Subscription required. Please upgrade to access this course.";
@@ -1840,47 +1839,6 @@ async fn students_list_and_stats() {
 // ---------------------------------------------------------------------------
 // No N+1 (D17): statement counts do not grow with the world
 // ---------------------------------------------------------------------------
-
-/// Collects what a `fmt` subscriber writes, one line per `sqlx::query` event.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-/// Runs `f` with a thread-local subscriber that records every statement sqlx
-/// executes (sqlx logs each one under the `sqlx::query` target) and returns
-/// how many ran. The future is polled on this test's thread (the test body
-/// runs under `block_on`), so only its own statements are seen.
-async fn count_statements<T, Fut: std::future::Future<Output = T>>(f: Fut) -> (T, usize) {
-    use tracing_subscriber::util::SubscriberInitExt;
-    let cap = Capture::default();
-    let sub = tracing_subscriber::fmt()
-        .with_writer(cap.clone())
-        .with_ansi(false)
-        .with_env_filter(tracing_subscriber::EnvFilter::new("sqlx::query=debug"))
-        .finish();
-    let guard = sub.set_default();
-    let out = f.await;
-    drop(guard);
-    let text = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
-    let n = text.lines().filter(|l| l.contains("sqlx::query")).count();
-    (out, n)
-}
 
 /// A published paid world with `levels` levels of `per_level` lessons each, a
 /// chain of edges, and some progress for `user`.
