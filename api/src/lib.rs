@@ -46,6 +46,7 @@ pub type Apis = (
     (
         notifications_stream::NotificationsStreamApi,
         privacy::PrivacyApi,
+        settings::SettingsApi,
     ),
 );
 
@@ -69,6 +70,7 @@ fn apis() -> Apis {
         (
             notifications_stream::NotificationsStreamApi,
             privacy::PrivacyApi,
+            settings::SettingsApi,
         ),
     )
 }
@@ -149,6 +151,8 @@ pub async fn serve<A: Acceptor<Io = tokio::net::TcpStream> + 'static>(
     }));
     // The caller cache serves only while this listener is subscribed.
     let callers = tokio::spawn(mambo_core::callers::listen(ctx.clone()));
+    // Platform settings: reloaded on `settings:changed`, re-checked each second.
+    let settings = tokio::spawn(mambo_core::settings::watch(ctx.clone()));
     let live = live::Hub::new(ctx.clone());
     let app = Arc::new(app_with(ctx, live.clone()));
     // Notification streams are served with less memory than poem's
@@ -165,6 +169,7 @@ pub async fn serve<A: Acceptor<Io = tokio::net::TcpStream> + 'static>(
         .await;
     live.close();
     callers.abort();
+    settings.abort();
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), relay).await;
     result

@@ -40,6 +40,10 @@ pub mod action {
     pub const USER_DELETE: &str = "user.delete";
     /// A broadcast email recorded and queued (or resumed) from the command line.
     pub const BROADCAST_SEND: &str = "broadcast.send";
+    /// Platform settings changed key by key (N6.1).
+    pub const SETTINGS_UPDATE: &str = "settings.update";
+    /// Platform settings set to a preset (N6.1).
+    pub const SETTINGS_PRESET: &str = "settings.preset";
 }
 
 /// The target types.
@@ -53,6 +57,7 @@ pub mod target {
     pub const REPORT: &str = "report";
     pub const MUX_ASSET: &str = "mux_asset";
     pub const BROADCAST: &str = "broadcast";
+    pub const SETTINGS: &str = "settings";
 }
 
 /// The admin who acts, from where and when: built once per request by the
@@ -83,11 +88,21 @@ impl Actor {
             actor_id: Some(self.id),
             action,
             target_type,
-            target_id: target_id.to_string(),
+            target_id: Some(target_id.to_string()),
             before: None,
             after: None,
             ip: self.ip,
             at: self.at,
+        }
+    }
+}
+
+impl Actor {
+    /// An entry about a target that has no id (there is one of it).
+    pub fn entry_untargeted(&self, action: &'static str, target_type: &'static str) -> Entry {
+        Entry {
+            target_id: None,
+            ..self.entry(action, target_type, "")
         }
     }
 }
@@ -98,7 +113,8 @@ pub struct Entry {
     pub actor_id: Option<Uuid>,
     pub action: &'static str,
     pub target_type: &'static str,
-    pub target_id: String,
+    /// `None` for a target that is one of a kind (the platform settings).
+    pub target_id: Option<String>,
     /// The target before the action (`None` for a creation).
     pub before: Option<Value>,
     /// The target after the action (`None` for a deletion).
@@ -205,7 +221,7 @@ pub struct AuditRow {
     pub actor: Option<ActorInfo>,
     pub action: String,
     pub target_type: String,
-    pub target_id: String,
+    pub target_id: Option<String>,
     pub before: Option<Value>,
     pub after: Option<Value>,
     pub ip: Option<String>,
@@ -233,7 +249,7 @@ pub async fn list(db: &PgPool, filter: &Filter, skip: i64, limit: i64) -> Result
         actor_id: Option<Uuid>,
         action: String,
         target_type: String,
-        target_id: String,
+        target_id: Option<String>,
         before: Option<Value>,
         after: Option<Value>,
         ip: Option<String>,

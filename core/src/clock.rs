@@ -3,6 +3,11 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use std::sync::Arc;
+
+/// A timestamp as the API writes it (RFC 3339, microseconds, `Z`).
+pub fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
 use std::sync::atomic::{AtomicI64, Ordering};
 
 /// UTC clock with an adjustable offset (zero in production).

@@ -19,6 +19,8 @@ pub struct Context {
     pub catalog: Arc<crate::courses::CatalogCache>,
     /// Callers' rows, cached per process (issue 20; see `callers`).
     pub callers: Arc<crate::callers::CallerCache>,
+    /// The platform settings, cached per process (N6.1; see `settings`).
+    pub settings: Arc<crate::settings::SettingsCache>,
 }
 
 impl std::fmt::Debug for Context {
@@ -45,6 +47,7 @@ impl Context {
             outbox_notify: Arc::new(Notify::new()),
             catalog: Arc::default(),
             callers: Arc::default(),
+            settings: Arc::default(),
         })
     }
 }

@@ -93,6 +93,36 @@ impl Amounts {
         a
     }
 
+    /// The amounts in force: the platform settings (N6) over the
+    /// configuration's (the settings own every amount they name; the
+    /// `ECONOMY_<NAME>` overrides still set the others).
+    pub fn from_settings(config: &Config, s: &crate::settings::Settings) -> Self {
+        let e = &s.economy;
+        Self {
+            new_user_bonus: e.starter_bonus,
+            daily_base_min: e.daily_claim_base[0],
+            daily_base_max: e.daily_claim_base[1],
+            daily_pro_min: e.daily_claim_pro[0],
+            daily_pro_max: e.daily_claim_pro[1],
+            streak_bonus_base: e.streak_bonus_base,
+            streak_bonus_pro: e.streak_bonus_pro,
+            post_stage: e.stage_post_cost,
+            post_lab: e.lab_post_cost,
+            reaction: e.reaction_cost,
+            reaction_refund: e.reaction_refund,
+            reaction_refund_cap: e.reaction_refund_cap,
+            comment: e.reply_cost,
+            accepted_answer: e.accepted_answer_reward,
+            ..Self::from_config(config)
+        }
+    }
+
+    /// The amounts of the settings in force now ([`Self::from_settings`]).
+    pub async fn current(ctx: &crate::Context) -> Result<Self> {
+        let s = crate::settings::current(ctx).await?;
+        Ok(Self::from_settings(&ctx.config, &s.settings))
+    }
+
     /// A random daily claim amount for the tier (inclusive range).
     pub fn daily_amount(&self, pro: bool) -> i64 {
         let (lo, hi) = if pro {
@@ -119,6 +149,15 @@ impl Amounts {
     }
 }
 
+/// `"{base} (-{cost} 🥢)"`, or just `base` when nothing was charged (N6.3).
+pub fn charged_message(base: &str, cost: i64) -> String {
+    if cost == 0 {
+        base.to_string()
+    } else {
+        format!("{base} (-{cost} 🥢)")
+    }
+}
+
 /// Ledger reasons (`clave_transactions.reason`).
 pub mod reason {
     pub const NEW_USER_BONUS: &str = "new_user_bonus";
@@ -133,6 +172,10 @@ pub mod reason {
     pub const SUBSCRIPTION_BONUS: &str = "subscription_bonus";
     /// An admin's grant or deduction (API-NEXT.md N4.6).
     pub const ADMIN_GRANT: &str = "admin_grant";
+    /// N6.4: a posting reward (`reference_id` = the post).
+    pub const POST_REWARD: &str = "post_reward";
+    /// N6.4: a posting reward taken back (`reference_id` = the post).
+    pub const POST_REWARD_CLAWBACK: &str = "post_reward_clawback";
 }
 
 /// Credits `amount` and writes the ledger row. With a `dedupe_key`, a second
@@ -145,6 +188,10 @@ pub async fn credit(
     reference_id: Option<Uuid>,
     dedupe_key: Option<&str>,
 ) -> Result<Option<i64>> {
+    if amount == 0 {
+        // A reward of 0 (N6.3) writes no row.
+        return Ok(None);
+    }
     let (inserted, balance): (i64, Option<i32>) = sqlx::query_as(sqlx::AssertSqlSafe(credit_sql(
         "INSERT INTO clave_transactions (user_id, amount, reason, reference_id, dedupe_key)
          VALUES ($1, $2, $3, $4, $5)
@@ -212,6 +259,8 @@ pub struct Capped<'a> {
 /// ([`Statement`]), written only when `guard` holds: `{name}_ledger` (the
 /// ledger row, if written) and `{name}` (the new balance, if credited).
 pub fn push_credit_capped(q: &mut Statement, name: &str, c: Capped<'_>, guard: &str) {
+    // A reward of 0 (N6.3) writes no row.
+    let guard = if c.amount == 0 { "false" } else { guard };
     q.push(format_args!(
         "{name}_ledger AS (
              INSERT INTO clave_transactions (user_id, amount, reason, reference_id)
@@ -330,7 +379,11 @@ pub fn push_spend(
     q.push_bind(reason);
     q.push(", ");
     q.push_bind(reference_id);
-    q.push(format_args!(" FROM {name})"));
+    // A cost of 0 (N6.3) spends nothing and writes no ledger row.
+    q.push(format_args!(
+        " FROM {name} WHERE {})",
+        if cost == 0 { "false" } else { "true" }
+    ));
 }
 
 /// Why a spend of `cost` was refused: the balance it did not cover.
@@ -628,4 +681,105 @@ mod tests {
             assert!((4..=8).contains(&p));
         }
     }
+}
+
+/// A posting reward's rules (N6.4; `posting_rewards.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PostRewardRule {
+    pub reward: i64,
+    pub daily_cap: i64,
+    pub cooldown_seconds: i64,
+}
+
+/// Pays a posting reward for `post_id` to its author, once per post ever:
+/// `min(reward, daily_cap − rewards paid since 00:00 UTC)`, nothing while
+/// the author's previous reward is younger than the cooldown. The caller
+/// holds the author's `user_profiles` row `FOR UPDATE`, so parallel posts
+/// of one author are judged one after the other. One statement; returns
+/// `(amount, new balance)` when something was paid.
+pub async fn pay_post_reward(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    post_id: Uuid,
+    rule: PostRewardRule,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<(i64, i64)>> {
+    if rule.reward <= 0 {
+        return Ok(None);
+    }
+    let day_start = now
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc();
+    let cool_start = now - chrono::Duration::seconds(rule.cooldown_seconds);
+    let row: Option<(i32, i32)> = sqlx::query_as(
+        "WITH prior AS (
+             SELECT COALESCE(sum(amount) FILTER (WHERE created_at >= $4), 0) AS paid,
+                    max(created_at) AS last
+             FROM clave_transactions
+             WHERE user_id = $1 AND reason = 'post_reward' AND created_at >= LEAST($4, $5)
+         ), amt AS (
+             SELECT LEAST($3::int, $6::int - paid)::int AS amount FROM prior
+             WHERE last IS NULL OR last <= $5
+         ), l AS (
+             INSERT INTO clave_transactions (user_id, amount, reason, reference_id, created_at)
+             SELECT $1, amount, 'post_reward', $2, $7 FROM amt WHERE amount > 0
+             ON CONFLICT (reference_id) WHERE reason = 'post_reward' DO NOTHING
+             RETURNING amount
+         )
+         UPDATE user_profiles SET current_claves = current_claves + l.amount, updated_at = $7
+         FROM l WHERE user_profiles.user_id = $1
+         RETURNING l.amount, user_profiles.current_claves",
+    )
+    .bind(user_id)
+    .bind(post_id)
+    .bind(rule.reward as i32)
+    .bind(day_start)
+    .bind(cool_start)
+    .bind(rule.daily_cap as i32)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(a, b)| (a as i64, b as i64)))
+}
+
+/// Takes a post's reward back when the post is deleted or hidden within
+/// `window_hours` of the reward (N6.4): one `post_reward_clawback` row of
+/// `−min(reward, balance)` (the balance never goes below zero), at most one
+/// per post. One statement; returns the amount taken.
+pub async fn claw_back_post_reward(
+    conn: &mut PgConnection,
+    post_id: Uuid,
+    window_hours: i64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<i64>> {
+    if window_hours <= 0 {
+        return Ok(None);
+    }
+    let since = now - chrono::Duration::hours(window_hours);
+    let taken: Option<i32> = sqlx::query_scalar(
+        "WITH r AS (
+             SELECT user_id, amount FROM clave_transactions
+             WHERE reason = 'post_reward' AND reference_id = $1 AND created_at > $2
+         ), p AS (
+             SELECT pr.user_id, LEAST(r.amount, pr.current_claves) AS take
+             FROM user_profiles pr JOIN r ON r.user_id = pr.user_id
+             FOR UPDATE OF pr
+         ), l AS (
+             INSERT INTO clave_transactions (user_id, amount, reason, reference_id, created_at)
+             SELECT user_id, -take, 'post_reward_clawback', $1, $3 FROM p WHERE take > 0
+             ON CONFLICT (reference_id) WHERE reason = 'post_reward_clawback' DO NOTHING
+             RETURNING user_id, amount
+         )
+         UPDATE user_profiles u SET current_claves = u.current_claves + l.amount, updated_at = $3
+         FROM l WHERE u.user_id = l.user_id
+         RETURNING -l.amount",
+    )
+    .bind(post_id)
+    .bind(since)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(taken.map(i64::from))
 }

@@ -261,7 +261,7 @@ async fn register_checked(ctx: &Context, input: RegisterInput) -> Result<Uuid> {
     nu.username = Some(username);
     nu.current_level_tag = normalize_level_tag(input.current_level_tag.as_deref());
 
-    let amounts = Amounts::from_config(&ctx.config);
+    let amounts = Amounts::current(ctx).await?;
     let result: Result<Uuid> = async {
         let mut tx = ctx.db.begin().await?;
         let id = users::create_user(&mut tx, &nu).await?;

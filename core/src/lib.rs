@@ -34,6 +34,7 @@ pub mod ratelimit;
 pub mod redis;
 pub mod seed;
 pub mod sessions;
+pub mod settings;
 pub mod streaks;
 pub mod submissions;
 pub mod uploads;

@@ -303,7 +303,7 @@ async fn resolve_once(ctx: &Context, g: &GoogleUser, email: &str) -> Result<Opti
                 economy::credit(
                     &mut tx,
                     id,
-                    Amounts::from_config(&ctx.config).new_user_bonus,
+                    Amounts::current(ctx).await?.new_user_bonus,
                     reason::NEW_USER_BONUS,
                     None,
                     None,

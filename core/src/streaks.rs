@@ -59,7 +59,7 @@ pub struct DailyClaim {
 
 /// The daily clave claim: at most once per UTC day, whatever the concurrency.
 pub async fn daily_claim(ctx: &Context, user_id: Uuid) -> Result<DailyClaim> {
-    let amounts = Amounts::from_config(&ctx.config);
+    let amounts = Amounts::current(ctx).await?;
     let now = ctx.clock.now();
     let today = now.date_naive();
     let mut tx = ctx.db.begin().await?;
@@ -162,7 +162,7 @@ pub async fn daily_claim(ctx: &Context, user_id: Uuid) -> Result<DailyClaim> {
 /// claim uses inline, so the job and the inline path together pay at most once
 /// per user and day.
 pub async fn pay_bonus(ctx: &Context, job: &StreakBonusJob) -> Result<()> {
-    let amounts = Amounts::from_config(&ctx.config);
+    let amounts = Amounts::current(ctx).await?;
     let every = amounts.streak_milestone_every;
     if job.streak <= 0 || every <= 0 || (job.streak as i64) % every != 0 {
         tracing::warn!(

@@ -218,7 +218,7 @@ pub async fn ensure_account(
                 actor_id: None,
                 action: crate::audit::action::USER_ROLE,
                 target_type: crate::audit::target::USER,
-                target_id: id.to_string(),
+                target_id: Some(id.to_string()),
                 before: before.map(|r| serde_json::json!({ "role": r })),
                 after: Some(serde_json::json!({ "role": role })),
                 ip: None,

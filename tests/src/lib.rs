@@ -686,3 +686,48 @@ pub async fn count_statements<T, Fut: std::future::Future<Output = T>>(f: Fut) -
     let n = text.lines().filter(|l| l.contains("sqlx::query")).count();
     (out, n)
 }
+
+impl TestApp {
+    /// One JSON request as `user` (or anonymous): `method` is `GET`, `POST`,
+    /// `PUT`, `PATCH` or `DELETE`; `body` is sent as JSON when given.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        user: Option<&TestUser>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.client.request(m, self.url(path));
+        if let Some(u) = user {
+            req = req.header("Authorization", u.bearer());
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        json(req.send().await.expect("request")).await
+    }
+
+    /// Sets platform settings through the admin API (N6.1) as `admin`.
+    pub async fn set_settings(&self, admin: &TestUser, changes: Value) -> Value {
+        let (s, v) = self
+            .call("PUT", "/api/admin/settings", Some(admin), Some(changes))
+            .await;
+        assert_eq!(s, StatusCode::OK, "settings: {v}");
+        v
+    }
+
+    /// Applies a settings preset (`seed` or `guild_2026`) as `admin`.
+    pub async fn set_preset(&self, admin: &TestUser, preset: &str) -> Value {
+        let (s, v) = self
+            .call(
+                "POST",
+                "/api/admin/settings/preset",
+                Some(admin),
+                Some(serde_json::json!({ "preset": preset })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "preset: {v}");
+        v
+    }
+}

@@ -456,7 +456,7 @@ async fn the_audit_list_filters_pages_and_names_the_actor() {
             actor_id: None,
             action: "user.delete",
             target_type: "user",
-            target_id: Uuid::new_v4().to_string(),
+            target_id: Some(Uuid::new_v4().to_string()),
             before: None,
             after: None,
             ip: None,

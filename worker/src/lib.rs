@@ -217,6 +217,16 @@ pub async fn run(
     tasks.spawn(jobs::run_relay(ctx.clone(), stopped(stop_rx.clone())));
     tasks.spawn(sample_queue_depths(ctx.clone(), stop_rx.clone()));
     tasks.spawn(retention::run_pruner(ctx.clone(), stop_rx.clone()));
+    {
+        // Platform settings (N6.1): the worker's jobs read the same revision.
+        let (sctx, stop) = (ctx.clone(), stop_rx.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = mambo_core::settings::watch(sctx) => {}
+                _ = stopped(stop) => {}
+            }
+        });
+    }
 
     spawn_queue::<EmailJob, _, _>(&mut tasks, &ctx, &stop_rx, EMAIL, email_task);
     spawn_queue::<BroadcastJob, _, _>(&mut tasks, &ctx, &stop_rx, BROADCAST, broadcast_task);

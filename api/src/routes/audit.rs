@@ -38,7 +38,7 @@ pub struct AuditEntryOut {
     pub action: String,
     /// `course`, `level`, `lesson`, `edge`, `submission`, `user`, `report`, ...
     pub target_type: String,
-    pub target_id: String,
+    pub target_id: Option<String>,
     /// The target before the action (`null` for a creation)
     pub before: Option<Value>,
     /// The target after the action (`null` for a deletion)

@@ -14,6 +14,7 @@ pub mod notifications;
 pub mod notifications_stream;
 pub mod payments;
 pub mod privacy;
+pub mod settings;
 pub mod submissions;
 pub mod uploads;
 pub mod users;

@@ -201,7 +201,7 @@ pub async fn prepare(ctx: &Context, req: &BroadcastRequest, dry_run: bool) -> Re
             actor_id: None,
             action: crate::audit::action::BROADCAST_SEND,
             target_type: crate::audit::target::BROADCAST,
-            target_id: broadcast_id.to_string(),
+            target_id: Some(broadcast_id.to_string()),
             before: None,
             after: Some(serde_json::json!({
                 "name": req.name,

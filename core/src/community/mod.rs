@@ -36,6 +36,7 @@ mod moderation;
 mod posts;
 mod reactions;
 mod replies;
+pub mod rewards;
 mod rows;
 mod saved;
 mod search;
@@ -60,6 +61,7 @@ pub use replies::{
     AUDIT_POST_DELETE, AUDIT_REPLY_DELETE, AUDIT_REPLY_UPDATE, NewReply, accept, delete_reply,
     ensure_reply_editor, reply, update_reply,
 };
+pub use rewards::Reward;
 pub use saved::{save, saved, unsave};
 pub use search::{escape_like, search};
 pub use slots::{
@@ -154,6 +156,8 @@ pub struct Done {
 pub struct PostWritten {
     pub post: PostItem,
     pub message: String,
+    /// The posting reward this write paid (N6.4; creation only).
+    pub reward: Option<rewards::Reward>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -11,7 +11,7 @@
 //! Lock order, as every community write: the post row first, then the reply
 //! row, then report rows.
 
-use super::posts::remove_post;
+use super::posts::{Clawback, remove_post};
 use super::replies::{lock_reply, remove_reply};
 use super::validation::Validation;
 use super::visibility::writable;
@@ -109,7 +109,12 @@ pub async fn report(
     .fetch_one(&mut *tx)
     .await?;
     let hid_post = if reporters >= ctx.config.reports_to_hide {
-        set_hidden(&mut tx, target_type, target_id, true).await? && target_type == "post"
+        let snap = crate::settings::current(ctx).await?;
+        let claw = Clawback {
+            settings: &snap.settings,
+            now: ctx.clock.now(),
+        };
+        set_hidden(&mut tx, target_type, target_id, true, claw).await? && target_type == "post"
     } else {
         false
     };
@@ -121,23 +126,30 @@ pub async fn report(
 }
 
 /// Sets `is_hidden` on the target; whether it changed.
+/// A post hidden (by reports or an admin) gives its reward back when it is
+/// within the window (N6.4); an unhide pays nothing again.
 async fn set_hidden(
     conn: &mut PgConnection,
     target_type: &str,
     target_id: Uuid,
     hidden: bool,
+    claw: Clawback<'_>,
 ) -> Result<bool> {
     let sql = match target_type {
         "post" => "UPDATE posts SET is_hidden = $2 WHERE id = $1 AND is_hidden <> $2",
         _ => "UPDATE post_replies SET is_hidden = $2 WHERE id = $1 AND is_hidden <> $2",
     };
-    Ok(sqlx::query(sql)
+    let changed = sqlx::query(sql)
         .bind(target_id)
         .bind(hidden)
         .execute(&mut *conn)
         .await?
         .rows_affected()
-        > 0)
+        > 0;
+    if changed && hidden && target_type == "post" {
+        super::rewards::claw_back(conn, claw.settings, target_id, claw.now).await?;
+    }
+    Ok(changed)
 }
 
 /// A report in the admin queue.
@@ -292,6 +304,11 @@ pub async fn resolve(
             .ok_or_else(report_not_found)?,
     };
     let now = ctx.clock.now();
+    let snap = crate::settings::current(ctx).await?;
+    let claw = Clawback {
+        settings: &snap.settings,
+        now,
+    };
     // Resolve first: a delete takes the reports with the content.
     let resolved = sqlx::query(
         "UPDATE content_reports
@@ -310,14 +327,14 @@ pub async fn resolve(
     let hidden_after: Option<bool> = match action {
         "hide" | "unhide" => {
             let hide = action == "hide";
-            let changed = set_hidden(&mut tx, &target_type, target_id, hide).await?;
+            let changed = set_hidden(&mut tx, &target_type, target_id, hide, claw).await?;
             feed_changed = changed && target_type == "post";
             Some(hide)
         }
         "dismiss" => Some(hidden_before),
         "delete" => {
             if target_type == "post" {
-                remove_post(&mut tx, post_id, &post).await?;
+                remove_post(&mut tx, post_id, &post, claw).await?;
                 feed_changed = true;
             } else {
                 let reply = lock_reply(&mut tx, post_id, Some(target_id))

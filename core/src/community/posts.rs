@@ -19,6 +19,13 @@ use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+/// What deleting or hiding a post needs to take its reward back (N6.4).
+#[derive(Clone, Copy)]
+pub(super) struct Clawback<'a> {
+    pub settings: &'a crate::settings::Settings,
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
 /// `POST /api/community/posts`.
 #[derive(Debug, Clone, Default)]
 pub struct NewPost {
@@ -136,7 +143,9 @@ pub async fn post_detail(db: &PgPool, viewer: Uuid, post_id: Uuid) -> Result<Opt
 /// ([`NewPost::validate`]); it is repeated here for direct callers.
 pub async fn create_post(ctx: &Context, user_id: Uuid, input: NewPost) -> Result<PostWritten> {
     input.validate()?;
-    let amounts = Amounts::from_config(&ctx.config);
+    // One revision of the settings decides the charge and the reward.
+    let snap = crate::settings::current(ctx).await?;
+    let amounts = Amounts::from_settings(&ctx.config, &snap.settings);
     let tags = dedup_tags(&input.tags);
     let is_stage = input.post_type == "stage";
     let mut tx = ctx.db.begin().await?;
@@ -195,6 +204,16 @@ pub async fn create_post(ctx: &Context, user_id: Uuid, input: NewPost) -> Result
     .await?;
     // 7. Tag usage.
     bump_tags(&mut tx, &tags, 1).await?;
+    // The posting reward (N6.4): a lab post is judged now; a stage post when
+    // the server attaches its video, unless the client named one (never paid).
+    let reward = if !is_stage {
+        let eligible = super::rewards::lab_body_eligible(&snap.settings, body.as_deref());
+        super::rewards::judge(&mut tx, &snap.settings, post_id, now, eligible).await?
+    } else if input.mux_asset_id.is_some() || input.mux_playback_id.is_some() {
+        super::rewards::judge(&mut tx, &snap.settings, post_id, now, false).await?
+    } else {
+        None
+    };
     // 8. Badge checks.
     if !is_stage {
         badge_check(&mut tx, user_id, "questions_posted").await?;
@@ -208,7 +227,8 @@ pub async fn create_post(ctx: &Context, user_id: Uuid, input: NewPost) -> Result
     after_post_write(ctx).await;
     Ok(PostWritten {
         post,
-        message: format!("Post created! (-{cost} 🥢)"),
+        message: economy::charged_message("Post created!", cost),
+        reward,
     })
 }
 
@@ -301,6 +321,7 @@ pub async fn update_post(
     Ok(PostWritten {
         post: item,
         message: "Post updated successfully".into(),
+        reward: None,
     })
 }
 
@@ -326,7 +347,12 @@ pub async fn delete_post(
         Some(_) => snapshot(&mut tx, "posts", post_id).await?,
         None => None,
     };
-    remove_post(&mut tx, post_id, &post).await?;
+    let snap = crate::settings::current(ctx).await?;
+    let claw = Clawback {
+        settings: &snap.settings,
+        now: ctx.clock.now(),
+    };
+    remove_post(&mut tx, post_id, &post, claw).await?;
     if let Some(actor) = audited {
         audit::record(
             &mut tx,
@@ -350,7 +376,10 @@ pub(super) async fn remove_post(
     tx: &mut PgConnection,
     post_id: Uuid,
     post: &LockedPost,
+    claw: Clawback<'_>,
 ) -> Result<()> {
+    // A rewarded post deleted within the window gives its reward back (N6.4).
+    super::rewards::claw_back(tx, claw.settings, post_id, claw.now).await?;
     let reply_assets: Vec<String> = sqlx::query_scalar(
         "DELETE FROM post_replies WHERE post_id = $1 AND mux_asset_id IS NOT NULL
          RETURNING mux_asset_id::text",

@@ -54,7 +54,7 @@ pub async fn react(
     reaction_type: &str,
 ) -> Result<Done> {
     validate_reaction_type(reaction_type)?;
-    let amounts = Amounts::from_config(&ctx.config);
+    let amounts = Amounts::current(ctx).await?;
     let mut tx = ctx.db.begin().await?;
     // 1. The post (locked: reactions on one post are serialized).
     let post = lock_post_for(&mut tx, post_id, user_id).await?;
@@ -200,7 +200,7 @@ pub async fn react(
     }
     pending.publish(ctx).await;
     Ok(Done {
-        message: format!("Reacted with {reaction_type}! (-{cost} 🥢)"),
+        message: economy::charged_message(&format!("Reacted with {reaction_type}!"), cost),
     })
 }
 

@@ -118,7 +118,7 @@ pub async fn reply(
     input: NewReply,
 ) -> Result<ReplyWritten> {
     input.validate()?;
-    let amounts = Amounts::from_config(&ctx.config);
+    let amounts = Amounts::current(ctx).await?;
     let mut tx = ctx.db.begin().await?;
     let post = lock_post_for(&mut tx, post_id, user_id).await?;
     if post.feedback_type == "hype" {
@@ -196,7 +196,7 @@ pub async fn reply(
     pending.publish(ctx).await;
     Ok(ReplyWritten {
         reply,
-        message: format!("Comment posted! (-{cost} 🥢)"),
+        message: economy::charged_message("Comment posted!", cost),
     })
 }
 
@@ -209,11 +209,15 @@ pub async fn accept(
     post_id: Uuid,
     reply_id: Option<Uuid>,
 ) -> Result<Done> {
-    let amounts = Amounts::from_config(&ctx.config);
-    let message = format!(
-        "Solution marked! Helper awarded {} 🥢",
-        amounts.accepted_answer
-    );
+    let amounts = Amounts::current(ctx).await?;
+    let message = if amounts.accepted_answer == 0 {
+        "Solution marked!".to_string()
+    } else {
+        format!(
+            "Solution marked! Helper awarded {} 🥢",
+            amounts.accepted_answer
+        )
+    };
     let mut tx = ctx.db.begin().await?;
     let post = lock_post(&mut tx, post_id)
         .await?
@@ -273,7 +277,9 @@ pub async fn accept(
         Some(&key),
     )
     .await?;
-    if paid.is_some() {
+    // With no reward (N6.3) there is no ledger row to guard the stats: the
+    // reply's first acceptance (checked above) counts.
+    if paid.is_some() || amounts.accepted_answer == 0 {
         bump_stat(&mut tx, helper, "solutions_accepted_count").await?;
         sqlx::query("UPDATE user_profiles SET reputation = reputation + 1 WHERE user_id = $1")
             .bind(helper)

@@ -5,13 +5,30 @@ use super::*;
 /// Stores `asset_id`/`playback_id` on the target. Returns false when the target
 /// no longer exists. A Stage post that gains a video queues the `videos_posted`
 /// badge check (D8); call [`jobs::wake_relay`] after the commit.
+/// What attaching knows of the video, for a Stage post's reward (N6.4).
+#[derive(Clone, Copy)]
+pub struct Video<'a> {
+    pub settings: &'a crate::settings::Settings,
+    /// The asset's duration as Mux reports it, if it does.
+    pub duration: Option<f64>,
+}
+
+/// What [`attach`] did: whether the target exists, and the posting reward
+/// the video earned (the first video the server attaches to a Stage post).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Attached {
+    pub found: bool,
+    pub reward: Option<crate::community::Reward>,
+}
+
 pub async fn attach(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
     target: Target,
     asset_id: &str,
     playback_id: &str,
-) -> Result<bool> {
+    video: Video<'_>,
+) -> Result<Attached> {
     let id = target.id();
     let found = match target {
         Target::Lesson(_) => sqlx::query(
@@ -45,7 +62,20 @@ pub async fn attach(
             .fetch_optional(&mut *conn)
             .await?;
             let Some((user_id, post_type, old)) = row else {
-                return Ok(false);
+                return Ok(Attached::default());
+            };
+            let reward = if post_type == "stage" {
+                crate::community::rewards::judge_stage_video(
+                    conn,
+                    video.settings,
+                    id,
+                    user_id,
+                    video.duration,
+                    now,
+                )
+                .await?
+            } else {
+                None
             };
             if post_type == "stage" && old.as_deref() != Some(asset_id) {
                 jobs::enqueue(
@@ -57,7 +87,10 @@ pub async fn attach(
                 )
                 .await?;
             }
-            return Ok(true);
+            return Ok(Attached {
+                found: true,
+                reward,
+            });
         }
     }
     .bind(id)
@@ -68,7 +101,10 @@ pub async fn attach(
     .await?
     .rows_affected()
         > 0;
-    Ok(found)
+    Ok(Attached {
+        found,
+        reward: None,
+    })
 }
 
 /// How many rows lost an asset.

@@ -57,6 +57,9 @@ pub struct MuxAsset {
     pub passthrough: Option<Value>,
     #[serde(default)]
     pub upload_id: Option<String>,
+    /// Seconds, once Mux knows it.
+    #[serde(default)]
+    pub duration: Option<f64>,
 }
 
 impl MuxAsset {

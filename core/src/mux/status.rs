@@ -48,10 +48,15 @@ pub async fn upload_status(ctx: &Context, caller: Caller, upload_id: &str) -> Re
         if status == "ready"
             && let (Some(pid), Some((_, target))) = (&playback_id, &recorded)
         {
+            let snap = crate::settings::current(ctx).await?;
+            let video = Video {
+                settings: &snap.settings,
+                duration: asset.duration,
+            };
             let mut tx = ctx.db.begin().await?;
             let now = ctx.clock.now();
             if let Some(t) = target {
-                attach(&mut tx, now, *t, asset_id, pid).await?;
+                attach(&mut tx, now, *t, asset_id, pid, video).await?;
             }
             mark_upload(
                 &mut tx,
@@ -94,6 +99,10 @@ pub struct CheckResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub asset_id: Option<String>,
     pub message: String,
+    /// Present when this call attached a video to a post: the posting reward
+    /// it paid (N6.4), or `null`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reward: Option<Option<crate::community::Reward>>,
 }
 
 impl CheckResult {
@@ -103,6 +112,7 @@ impl CheckResult {
             playback_id: Some(playback_id),
             asset_id,
             message: message.into(),
+            reward: None,
         }
     }
     fn other(status: &str, message: String) -> Self {
@@ -111,6 +121,7 @@ impl CheckResult {
             playback_id: None,
             asset_id: None,
             message,
+            reward: None,
         }
     }
 }
@@ -224,9 +235,9 @@ pub async fn check_upload_status(
             return None;
         }
         let pid = a.first_playback_id()?.to_string();
-        Some((a.id, pid))
+        Some((a.id, pid, a.duration))
     });
-    let Some((asset_id, playback_id)) = found else {
+    let Some((asset_id, playback_id, duration)) = found else {
         let msg = if preview {
             "Preview video is still processing or not found"
         } else {
@@ -235,9 +246,14 @@ pub async fn check_upload_status(
         return Ok(CheckResult::other("processing", msg.into()));
     };
 
+    let snap = crate::settings::current(ctx).await?;
+    let video = Video {
+        settings: &snap.settings,
+        duration,
+    };
     let mut tx = ctx.db.begin().await?;
     let now = ctx.clock.now();
-    attach(&mut tx, now, target, &asset_id, &playback_id).await?;
+    let attached = attach(&mut tx, now, target, &asset_id, &playback_id, video).await?;
     if let (Some(c), false) = (caller, matches!(target, Target::Post(_))) {
         let (pid_key, aid_key) = if preview {
             ("mux_preview_playback_id", "mux_preview_asset_id")
@@ -273,5 +289,9 @@ pub async fn check_upload_status(
         Target::Post(_) => "Video found and post updated",
         _ => "Video found and lesson updated",
     };
-    Ok(CheckResult::ready(playback_id, Some(asset_id), msg))
+    let mut result = CheckResult::ready(playback_id, Some(asset_id), msg);
+    if matches!(target, Target::Post(_)) {
+        result.reward = Some(attached.reward);
+    }
+    Ok(result)
 }

@@ -137,9 +137,14 @@ pub async fn reconcile(ctx: &Context) -> Result<usize> {
         else {
             continue;
         };
+        let snap = crate::settings::current(ctx).await?;
+        let video = Video {
+            settings: &snap.settings,
+            duration: asset.duration,
+        };
         let mut tx = ctx.db.begin().await?;
         if let Some(t) = Target::from_parts(&kind, target_id)
-            && attach(&mut tx, now, t, asset_id, pid).await?
+            && attach(&mut tx, now, t, asset_id, pid, video).await?.found
         {
             attached += 1;
         }

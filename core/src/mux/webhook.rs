@@ -146,7 +146,10 @@ pub async fn process_event(ctx: &Context, event: &Value) -> Result<WebhookOutcom
         "video.asset.ready" => {
             let asset: Option<MuxAsset> = serde_json::from_value(data.clone()).ok();
             match asset {
-                Some(asset) => asset_ready(&mut tx, now, &asset).await?,
+                Some(asset) => {
+                    let snap = crate::settings::current(ctx).await?;
+                    asset_ready(&mut tx, now, &asset, &snap.settings).await?
+                }
                 None => tracing::warn!("video.asset.ready without an asset id; ignored"),
             }
         }
@@ -219,6 +222,7 @@ pub(super) async fn asset_ready(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
     asset: &MuxAsset,
+    settings: &crate::settings::Settings,
 ) -> Result<()> {
     let Some(playback_id) = asset.first_playback_id() else {
         tracing::warn!(asset_id = %asset.id, "Mux asset ready without playback ids; ignored");
@@ -247,7 +251,14 @@ pub(super) async fn asset_ready(
     }
     match target {
         Some(t) => {
-            if attach(conn, now, t, &asset.id, playback_id).await? {
+            let video = Video {
+                settings,
+                duration: asset.duration,
+            };
+            if attach(conn, now, t, &asset.id, playback_id, video)
+                .await?
+                .found
+            {
                 tracing::info!(asset_id = %asset.id, target = ?t, "Mux video attached");
             } else {
                 tracing::warn!(asset_id = %asset.id, target = ?t, "Mux video for an entity that no longer exists; ignored");

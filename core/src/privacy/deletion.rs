@@ -526,7 +526,7 @@ async fn delete_rows(ctx: &Context, user_id: Uuid) -> Result<()> {
             actor_id: None,
             action: audit::action::USER_DELETE,
             target_type: audit::target::USER,
-            target_id: user_id.to_string(),
+            target_id: Some(user_id.to_string()),
             before: Some(json!({
                 "requested_at": requested_at,
                 "requested_by": requested_by,

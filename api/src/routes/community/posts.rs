@@ -116,7 +116,7 @@ impl CommunityApi {
         state: Data<&AppState>,
         auth: UserAuth,
         body: LaterJson<CreatePostIn>,
-    ) -> ApiResult<Json<PostWrittenOut>> {
+    ) -> ApiResult<Json<PostCreatedOut>> {
         let user = auth.user();
         verification::check(
             &state.ctx.config,
@@ -141,10 +141,11 @@ impl CommunityApi {
             video_duration_seconds: b.video_duration_seconds,
         };
         let w = community::create_post(&state.ctx, auth.user().id, input).await?;
-        Ok(Json(PostWrittenOut {
+        Ok(Json(PostCreatedOut {
             success: true,
             post: w.post.into(),
             message: w.message,
+            reward: w.reward.map(Into::into),
         }))
     }
 

@@ -175,6 +175,36 @@ pub struct PostWrittenOut {
     pub(super) message: String,
 }
 
+/// A posting reward paid by this request (N6.4).
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "PostReward")]
+pub struct RewardOut {
+    pub amount: i64,
+    /// `post_reward`
+    pub reason: String,
+    pub new_balance: i64,
+}
+
+impl From<mambo_core::community::Reward> for RewardOut {
+    fn from(r: mambo_core::community::Reward) -> Self {
+        Self {
+            amount: r.amount,
+            reason: r.reason.into(),
+            new_balance: r.new_balance,
+        }
+    }
+}
+
+/// `POST /api/community/posts`: the post and, when one was paid, its reward.
+#[derive(Object, Debug)]
+pub struct PostCreatedOut {
+    pub(super) success: bool,
+    pub(super) post: PostItemOut,
+    pub(super) message: String,
+    /// The posting reward paid for this post (N6.4), `null` when none
+    pub(super) reward: Option<RewardOut>,
+}
+
 #[derive(Object, Debug)]
 pub struct ReplyWrittenOut {
     pub(super) success: bool,
