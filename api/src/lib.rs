@@ -148,7 +148,10 @@ pub async fn serve<A: Acceptor<Io = tokio::net::TcpStream> + 'static>(
         let _ = stop_rx.await;
     }));
     // The caller cache serves only while this listener is subscribed.
-    let callers = tokio::spawn(mambo_core::callers::listen(ctx.clone()));
+    let callers = tokio::spawn(mambo_core::callers::listen(
+        ctx.config.clone(),
+        ctx.callers.clone(),
+    ));
     let live = live::Hub::new(ctx.clone());
     let app = Arc::new(app_with(ctx, live.clone()));
     // Notification streams are served with less memory than poem's
