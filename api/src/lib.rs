@@ -150,7 +150,10 @@ pub async fn serve<A: Acceptor<Io = tokio::net::TcpStream> + 'static>(
         let _ = stop_rx.await;
     }));
     // The caller cache serves only while this listener is subscribed.
-    let callers = tokio::spawn(mambo_core::callers::listen(ctx.clone()));
+    let callers = tokio::spawn(mambo_core::callers::listen(
+        ctx.config.clone(),
+        ctx.callers.clone(),
+    ));
     // Platform settings: reloaded on `settings:changed`, re-checked each second.
     let settings = tokio::spawn(mambo_core::settings::watch(ctx.clone()));
     let live = live::Hub::new(ctx.clone());

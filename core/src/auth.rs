@@ -83,6 +83,32 @@ pub fn create_token_at(
     .expect("HS256 encoding cannot fail")
 }
 
+/// An access and a refresh token for one user.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+}
+
+/// Tokens issued at `now` (a password change issues them at the instant of
+/// its revocation, so they outlive it).
+pub fn issue_tokens_at(config: &Config, user_id: Uuid, now: DateTime<Utc>) -> Tokens {
+    Tokens {
+        access: create_token_at(config, user_id, TokenKind::Access, now),
+        refresh: create_token_at(config, user_id, TokenKind::Refresh, now),
+    }
+}
+
+/// Signs any claim set as an HS256 JWT with `SECRET_KEY`.
+pub fn sign_jwt(config: &Config, claims: &impl Serialize) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(config.secret_key.expose().as_bytes()),
+    )
+    .expect("HS256 encoding of a serializable claim set cannot fail")
+}
+
 /// Why a token was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub enum TokenError {

@@ -22,10 +22,10 @@
 //! - A lookup that started before a forget never stores what it read
 //!   ([`CallerCache::generation`]).
 
-use crate::Context;
+use crate::Config;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -119,16 +119,15 @@ impl CallerCache {
 /// Listens for changed callers until the process ends: forgets each user
 /// notified, and serves nothing from the cache while not subscribed
 /// (re-subscribing with backoff after a lost connection). Does nothing when
-/// the cache is turned off.
-pub async fn listen(ctx: Context) {
-    if ctx.config.caller_cache_seconds == 0 {
+/// the cache is turned off. `cache` is the process's (`ctx.callers`).
+pub async fn listen(config: Arc<Config>, cache: Arc<CallerCache>) {
+    if config.caller_cache_seconds == 0 {
         return;
     }
-    let cache = ctx.callers.clone();
     let mut backoff = Duration::from_millis(100);
     loop {
         let mut listener =
-            match sqlx::postgres::PgListener::connect(ctx.config.database_url.expose()).await {
+            match sqlx::postgres::PgListener::connect(config.database_url.expose()).await {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(error = %e, "caller cache: cannot connect to listen");

@@ -15,8 +15,9 @@ pub struct Context {
     /// Woken after a transaction that wrote to the job outbox commits, so the
     /// relay moves the job to Redis at once instead of at its next tick.
     pub outbox_notify: Arc<Notify>,
-    /// The course catalogue's aggregates, cached per process (issue 10).
-    pub catalog: Arc<crate::courses::CatalogCache>,
+    /// The course catalogue's aggregates (`courses::Catalog`), cached per
+    /// process (issue 10).
+    pub catalog: Arc<crate::versioned_cache::VersionedCache>,
     /// Callers' rows, cached per process (issue 20; see `callers`).
     pub callers: Arc<crate::callers::CallerCache>,
     /// The platform settings, cached per process (N6.1; see `settings`).

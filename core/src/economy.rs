@@ -2,6 +2,7 @@
 //! `clave_transactions`, written in the same transaction as the balance update;
 //! a spend is one conditional `UPDATE ... WHERE current_claves >= $cost`.
 
+use crate::access::PRO_SQL;
 use crate::db::Statement;
 use crate::{Config, Error, Result};
 use rand::Rng;
@@ -515,21 +516,6 @@ pub async fn grant(
     Ok(balance)
 }
 
-/// "Pro" for economy perks and paid content: the one access rule,
-/// [`crate::payments::ACCESS_SQL`] (active or trialing, or past_due within the
-/// grace period, of tier advanced or performer).
-pub const PRO_SQL: &str = crate::payments::ACCESS_SQL;
-
-pub async fn is_pro(conn: &mut PgConnection, user_id: Uuid) -> Result<bool> {
-    let pro: Option<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT {PRO_SQL} FROM subscriptions s WHERE s.user_id = $1"
-    )))
-    .bind(user_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(pro.unwrap_or(false))
-}
-
 /// One ledger row as the wallet shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct WalletTransaction {
@@ -581,7 +567,7 @@ pub async fn wallet(ctx: &crate::Context, user_id: Uuid) -> Result<Wallet> {
              ORDER BY created_at DESC, id DESC LIMIT $2
          ) t ON true
          ORDER BY t.created_at DESC, t.id DESC",
-        slots = crate::community::SLOTS_USED_SQL,
+        slots = crate::video_slots::SLOTS_USED_SQL,
     )))
     .bind(user_id)
     .bind(WALLET_TRANSACTIONS)

@@ -4,71 +4,19 @@
 //! Every rule and message of the contract lives here; the HTTP layer only
 //! parses, sets cookies and maps errors.
 
-use crate::auth::{self, TokenError, TokenKind, Verified};
+use crate::auth::{self, TokenError, TokenKind, Tokens, Verified, sign_jwt};
 use crate::economy::{self, Amounts, reason};
 use crate::identity_rules::{is_valid_email, validate_password, validate_username};
 use crate::jobs::{self, EmailJob};
 use crate::ratelimit::{self, Decision};
 use crate::users::{self, NewUser, normalize_email, normalize_level_tag};
+use crate::violations::Violations;
 use crate::{Context, Error, Result, disposable_email, sessions, streaks, verification};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
-
-// ---------------------------------------------------------------------------
-// Validation errors in FastAPI's shape
-// ---------------------------------------------------------------------------
-
-/// Collects FastAPI-style validation errors, so one 422 lists every bad field.
-#[derive(Debug, Default)]
-pub struct Violations(Vec<Value>);
-
-impl Violations {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A custom validator's failure: `Value error, {msg}`.
-    pub fn value_error(&mut self, loc: &[&str], msg: &str, input: Value) {
-        self.0.push(json!({
-            "type": "value_error",
-            "loc": loc,
-            "msg": format!("Value error, {msg}"),
-            "input": input,
-        }));
-    }
-
-    /// An invalid email, as pydantic's `EmailStr` reports it.
-    pub fn bad_email(&mut self, loc: &[&str], input: &str) {
-        let reason = if input.contains('@') {
-            "The email address is not valid."
-        } else {
-            "An email address must have an @-sign."
-        };
-        self.0.push(json!({
-            "type": "value_error",
-            "loc": loc,
-            "msg": format!("value is not a valid email address: {reason}"),
-            "input": input,
-            "ctx": {"reason": reason},
-        }));
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// `Ok(())` when nothing was collected, else the 422.
-    pub fn into_result(self) -> Result<()> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::with_object(422, Value::Array(self.0)))
-        }
-    }
-}
 
 /// True when the address is well formed except, possibly, for a domain
 /// without a dot (which the contract answers with a 400, not a 422).
@@ -97,24 +45,8 @@ fn or_500(e: Error, what: &str, message: &str) -> Error {
 // Tokens
 // ---------------------------------------------------------------------------
 
-/// An access and a refresh token for one user.
-#[derive(Debug, Clone)]
-pub struct Tokens {
-    pub access: String,
-    pub refresh: String,
-}
-
 pub fn issue_tokens(ctx: &Context, user_id: Uuid) -> Tokens {
-    issue_tokens_at(ctx, user_id, ctx.clock.now())
-}
-
-/// Tokens issued at `now` (a password change issues them at the instant of
-/// its revocation, so they outlive it).
-pub fn issue_tokens_at(ctx: &Context, user_id: Uuid, now: chrono::DateTime<chrono::Utc>) -> Tokens {
-    Tokens {
-        access: auth::create_token_at(&ctx.config, user_id, TokenKind::Access, now),
-        refresh: auth::create_token_at(&ctx.config, user_id, TokenKind::Refresh, now),
-    }
+    auth::issue_tokens_at(&ctx.config, user_id, ctx.clock.now())
 }
 
 /// Checks a refresh token and its user (§3.1). Errors are 401 with the
@@ -617,16 +549,6 @@ pub fn create_reset_token(ctx: &Context, user_id: Uuid, hashed_password: Option<
         typ: Some(RESET_PURPOSE.into()),
     };
     sign_jwt(&ctx.config, &claims)
-}
-
-/// Signs any claim set as an HS256 JWT with `SECRET_KEY`.
-pub fn sign_jwt(config: &crate::Config, claims: &impl Serialize) -> String {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(config.secret_key.expose().as_bytes()),
-    )
-    .expect("HS256 encoding of a serializable claim set cannot fail")
 }
 
 /// Checks signature, purpose and expiry (on the one clock); returns (user, pfp).

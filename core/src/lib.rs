@@ -1,6 +1,7 @@
 //! The domain of The Mambo Guild: configuration, the database, the clock, jobs
 //! and one module per area of the product. No HTTP framework types live here.
 
+pub mod access;
 pub mod admin;
 pub mod ai;
 pub mod audit;
@@ -40,6 +41,9 @@ pub mod submissions;
 pub mod uploads;
 pub mod users;
 pub mod verification;
+pub mod versioned_cache;
+pub mod video_slots;
+pub mod violations;
 
 pub use clock::Clock;
 pub use config::Config;

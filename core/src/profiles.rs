@@ -391,7 +391,7 @@ pub struct ProfileUpdate {
 }
 
 pub fn validate_update(config: &crate::Config, u: &ProfileUpdate) -> Result<()> {
-    let mut v = crate::identity::Violations::new();
+    let mut v = crate::violations::Violations::new();
     if let Some(a) = &u.avatar_url
         && let Err(msg) = check_avatar_url(config, a)
     {

@@ -5,10 +5,10 @@
 //! request's user lookup (which loads that row anyway) and by the refresh
 //! route; see [`crate::auth::Decoded::is_current`]. It only moves forward.
 
-use crate::auth::{self, Verified};
-use crate::identity::{self, Tokens, Violations};
+use crate::auth::{self, Tokens, Verified};
 use crate::identity_rules::validate_password;
 use crate::ratelimit::{self, Decision, Limit};
+use crate::violations::Violations;
 use crate::{Context, Error, Result};
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -138,7 +138,7 @@ pub async fn change_password(
     revoke_tokens(&mut tx, user_id, now).await?;
     tx.commit().await?;
     ctx.callers.forget(user_id);
-    Ok(identity::issue_tokens_at(ctx, user_id, now))
+    Ok(auth::issue_tokens_at(&ctx.config, user_id, now))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Streaks and the daily claim (API.md §4.2), on the UTC date of the one clock (D22).
 
+use crate::access;
 use crate::economy::{self, Amounts, reason};
 use crate::jobs::{self, BadgeCheckJob, StreakBonusJob};
 use crate::{Context, Result, notifications};
@@ -97,7 +98,7 @@ pub async fn daily_claim(ctx: &Context, user_id: Uuid) -> Result<DailyClaim> {
             },
         });
     }
-    let pro = economy::is_pro(&mut tx, user_id).await?;
+    let pro = access::is_pro(&mut tx, user_id).await?;
     let amount = amounts.daily_amount(pro);
     let key = format!("daily_login:{user_id}:{today}");
     let mut balance = economy::credit(
@@ -181,7 +182,7 @@ pub async fn pay_bonus(ctx: &Context, job: &StreakBonusJob) -> Result<()> {
         tracing::info!(?job, "streak bonus: the user is gone; nothing to pay");
         return Ok(());
     }
-    let pro = economy::is_pro(&mut tx, job.user_id).await?;
+    let pro = access::is_pro(&mut tx, job.user_id).await?;
     let key = format!("streak_bonus:{}:{}", job.user_id, job.date);
     let bonus = amounts.streak_bonus(pro);
     let paid = economy::credit(

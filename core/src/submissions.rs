@@ -98,7 +98,7 @@ pub async fn submit(
 
     let mut tx = ctx.db.begin().await?;
     // The access rule: free world → any signed-in user; otherwise the one
-    // paid-access condition (`payments::ACCESS_SQL`); admins and instructors
+    // paid-access condition (`access::PRO_SQL`); admins and instructors
     // always.
     let access = sqlx::query_as::<_, LessonAccess>(sqlx::AssertSqlSafe(format!(
         "SELECT l.is_boss_battle, w.is_free, w.is_published,
@@ -108,7 +108,7 @@ pub async fn submit(
          JOIN levels lv ON lv.id = l.level_id
          JOIN worlds w ON w.id = lv.world_id
          WHERE l.id = $1",
-        access = crate::payments::ACCESS_SQL,
+        access = crate::access::PRO_SQL,
     )))
     .bind(lesson_id)
     .bind(caller.id)

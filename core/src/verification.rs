@@ -10,8 +10,8 @@
 //! The gate is [`check`] (for a caller already loaded, as the API's auth
 //! extractor does) and [`ensure_verified_for`] (reads the user row).
 
+use crate::auth::sign_jwt;
 use crate::email_templates;
-use crate::identity::sign_jwt;
 use crate::jobs::{self, EmailJob};
 use crate::ratelimit::{self, Decision, Limit};
 use crate::{Config, Context, Error, Result};

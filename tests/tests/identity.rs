@@ -775,7 +775,7 @@ async fn refresh_rotates_and_failures_clear_cookies() {
         );
     }
     // A refresh token whose subject is not a UUID.
-    let odd = identity::sign_jwt(
+    let odd = mambo_core::auth::sign_jwt(
         &app.ctx.config,
         &json!({"sub": "not-a-uuid", "exp": chrono::Utc::now().timestamp() + 600, "type": "refresh"}),
     );
@@ -794,7 +794,7 @@ async fn refresh_rotates_and_failures_clear_cookies() {
         )
     );
     // A signed refresh token without `sub` is also "Invalid refresh token".
-    let no_sub = identity::sign_jwt(
+    let no_sub = mambo_core::auth::sign_jwt(
         &app.ctx.config,
         &json!({"exp": chrono::Utc::now().timestamp() + 600, "type": "refresh"}),
     );
@@ -813,7 +813,7 @@ async fn refresh_rotates_and_failures_clear_cookies() {
         )
     );
     // An expired refresh token.
-    let expired = identity::sign_jwt(
+    let expired = mambo_core::auth::sign_jwt(
         &app.ctx.config,
         &json!({"sub": Uuid::new_v4().to_string(), "exp": chrono::Utc::now().timestamp() - 10, "type": "refresh"}),
     );

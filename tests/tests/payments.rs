@@ -383,7 +383,7 @@ async fn checkout_webhook_activation_bonus_and_pro_perks() {
     {
         let mut conn = app.db().acquire().await.unwrap();
         assert!(
-            !mambo_core::economy::is_pro(&mut conn, user.id)
+            !mambo_core::access::is_pro(&mut conn, user.id)
                 .await
                 .unwrap()
         );
@@ -443,7 +443,7 @@ async fn checkout_webhook_activation_bonus_and_pro_perks() {
     // Pro perks: pro status, pro slot limit and pro daily range.
     let mut conn = app.db().acquire().await.unwrap();
     assert!(
-        mambo_core::economy::is_pro(&mut conn, user.id)
+        mambo_core::access::is_pro(&mut conn, user.id)
             .await
             .unwrap()
     );

@@ -148,7 +148,7 @@ async fn assert_refresh_refused(app: &TestApp, refresh_token: &str, what: &str) 
 
 /// A token as the old service minted it: `sub`, `exp`, `type`, no `iat_us`.
 fn legacy_token(app: &TestApp, id: Uuid) -> String {
-    mambo_core::identity::sign_jwt(
+    mambo_core::auth::sign_jwt(
         &app.ctx.config,
         &json!({"sub": id.to_string(), "exp": chrono::Utc::now().timestamp() + 600, "type": "access"}),
     )

@@ -265,9 +265,9 @@ async fn used_expired_and_forged_tokens_are_400_and_fresh_ones_work() {
         .unwrap();
     for forged in [
         tampered,
-        mambo_core::identity::sign_jwt(&other, &claims(row, "email_verification")),
-        mambo_core::identity::sign_jwt(&app.ctx.config, &claims(row, "password_reset")),
-        mambo_core::identity::sign_jwt(
+        mambo_core::auth::sign_jwt(&other, &claims(row, "email_verification")),
+        mambo_core::auth::sign_jwt(&app.ctx.config, &claims(row, "password_reset")),
+        mambo_core::auth::sign_jwt(
             &app.ctx.config,
             &claims(Uuid::new_v4(), "email_verification"),
         ),

@@ -9,7 +9,8 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::middleware::client_ip;
 use crate::routes::users::ProfileOut;
 use crate::state::AppState;
-use mambo_core::identity::{self, RegisterInput, ResetInput, Tokens, WaitlistInput};
+use mambo_core::auth::Tokens;
+use mambo_core::identity::{self, RegisterInput, ResetInput, WaitlistInput};
 use mambo_core::sessions::{self, ChangePasswordInput};
 use mambo_core::{Config, oauth, profiles, verification};
 use poem::Request;
@@ -386,7 +387,7 @@ impl AuthApi {
         let ctx = &state.ctx;
         let (email, password) = match body {
             LoginRequest::Json(Json(b)) => {
-                let mut v = identity::Violations::new();
+                let mut v = mambo_core::violations::Violations::new();
                 identity::check_email_field(&mut v, &["body", "email"], &b.email);
                 v.into_result()?;
                 (b.email, b.password)

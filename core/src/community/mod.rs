@@ -64,9 +64,7 @@ pub use replies::{
 pub use rewards::Reward;
 pub use saved::{save, saved, unsave};
 pub use search::{escape_like, search};
-pub use slots::{
-    SLOTS_USED_SQL, SlotStatus, slot_status, slot_status_conn, slot_status_for, slots_used,
-};
+pub use slots::{SlotStatus, slot_status, slot_status_conn, slot_status_for};
 pub use stats::{CommunityStats, LeaderboardEntry, simulated_active_now, stats};
 pub use tags::{Tag, tags};
 pub use validation::{Field, Validation};

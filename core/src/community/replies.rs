@@ -8,8 +8,9 @@ use super::write::{
     badge_check, fail, insufficient, lock_post, lock_post_for, lock_profiles, post_not_found,
 };
 use super::{Done, PostUser, ReplyItem, ReplyWritten};
+use crate::access::PRO_SQL;
 use crate::audit::{self, Actor};
-use crate::economy::{self, Amounts, PRO_SQL, reason};
+use crate::economy::{self, Amounts, reason};
 use crate::jobs::{self, MuxSyncAction, MuxSyncJob};
 use crate::notifications;
 use crate::{Context, Error, Result};

@@ -4,7 +4,7 @@
 use super::visibility::{sees_hidden_sql, visible_sql};
 use super::{PostItem, PostUser};
 use crate::Result;
-use crate::economy::PRO_SQL;
+use crate::access::PRO_SQL;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use std::collections::HashMap;

@@ -1,6 +1,8 @@
 //! Video slots (§4.3, D15): one formula everywhere.
 
-use crate::economy::{self, Amounts};
+use crate::access;
+use crate::economy::Amounts;
+use crate::video_slots::slots_used;
 use crate::{Context, Result};
 use serde::Serialize;
 use sqlx::PgConnection;
@@ -13,22 +15,6 @@ pub struct SlotStatus {
     pub current_slots: i64,
     pub max_slots: i64,
     pub message: String,
-}
-
-/// Slots in use: the user's posts with a video, plus their replies with a
-/// video that are not accepted answers. An expression of `$1` (the user id).
-pub const SLOTS_USED_SQL: &str =
-    "((SELECT count(*) FROM posts WHERE user_id = $1 AND mux_asset_id IS NOT NULL)
-      + (SELECT count(*) FROM post_replies
-         WHERE user_id = $1 AND mux_asset_id IS NOT NULL AND NOT is_accepted_answer))";
-
-/// [`SLOTS_USED_SQL`] for one user.
-pub async fn slots_used(conn: &mut PgConnection, user_id: Uuid) -> Result<i64> {
-    let used: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {SLOTS_USED_SQL}")))
-        .bind(user_id)
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(used)
 }
 
 /// The slot status with the messages of §4.3.
@@ -58,7 +44,7 @@ pub async fn slot_status_conn(
     amounts: &Amounts,
     user_id: Uuid,
 ) -> Result<SlotStatus> {
-    let pro = economy::is_pro(conn, user_id).await?;
+    let pro = access::is_pro(conn, user_id).await?;
     let used = slots_used(conn, user_id).await?;
     Ok(slot_status_for(used, amounts.slot_limit(pro)))
 }

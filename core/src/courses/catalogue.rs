@@ -3,15 +3,12 @@
 
 use super::*;
 
-/// The published worlds with their catalogue aggregates: the part of the
-/// worlds list that is the same for every caller, kept in process per
-/// [`Context`] and revalidated on every request against `cache_versions`
-/// (bumped by triggers on worlds, levels and lessons, migration 0100), so a
-/// write through any process is seen at once.
-#[derive(Default)]
-pub struct CatalogCache(std::sync::RwLock<Option<(i64, Arc<Catalog>)>>);
-
-/// One version of the published catalogue.
+/// One version of the published catalogue: the published worlds with their
+/// catalogue aggregates, the part of the worlds list that is the same for
+/// every caller, kept in process per [`Context`] (`ctx.catalog`) and
+/// revalidated on every request against `cache_versions` (bumped by triggers
+/// on worlds, levels and lessons, migration 0100), so a write through any
+/// process is seen at once.
 #[derive(Debug)]
 pub struct Catalog {
     pub(super) worlds: Vec<WorldRow>,
@@ -32,28 +29,6 @@ pub(super) struct LessonPlace {
     pub(super) index: usize,
     pub(super) level_id: Uuid,
     pub(super) level_title: String,
-}
-
-impl CatalogCache {
-    fn get(&self, version: i64) -> Option<Arc<Catalog>> {
-        let slot = self.0.read().unwrap_or_else(|e| e.into_inner());
-        slot.as_ref()
-            .filter(|(v, _)| *v == version)
-            .map(|(_, c)| c.clone())
-    }
-
-    fn put(&self, version: i64, catalog: Arc<Catalog>) {
-        let mut slot = self.0.write().unwrap_or_else(|e| e.into_inner());
-        if slot.as_ref().is_none_or(|(v, _)| *v <= version) {
-            *slot = Some((version, catalog));
-        }
-    }
-}
-
-impl std::fmt::Debug for CatalogCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CatalogCache")
-    }
 }
 
 /// The published catalogue, read from the database (two queries).
@@ -112,7 +87,7 @@ pub(super) async fn load_catalog(db: &PgPool) -> Result<Catalog> {
 /// The published catalogue of `version`: this process's copy, else read and
 /// kept.
 pub(super) async fn catalog_at(ctx: &Context, version: i64) -> Result<Arc<Catalog>> {
-    Ok(match ctx.catalog.get(version) {
+    Ok(match ctx.catalog.get::<Catalog>(version) {
         Some(c) => c,
         None => {
             let c = Arc::new(load_catalog(&ctx.db).await?);

@@ -3,7 +3,7 @@
 //!
 //! Access (issue decision, overriding §4.7): anonymous callers see the
 //! catalogue but no lesson content; a free world is open to every signed-in
-//! user; any other world needs paid access (`payments::ACCESS_SQL`: an
+//! user; any other world needs paid access (`access::PRO_SQL`: an
 //! `active`, `trialing` or in-grace `past_due` subscription of tier
 //! `advanced` or `performer`); `admin` and `instructor` open everything.
 //! Unpublished worlds are invisible (404 `World not found`) to everyone but staff.
@@ -11,7 +11,8 @@
 //! Every read here costs a fixed number of queries whatever the size of the
 //! world (D17): lists are single joined/aggregated queries.
 
-use crate::economy::{self, PRO_SQL};
+use crate::access::PRO_SQL;
+use crate::economy;
 use crate::jobs::{self, BadgeCheckJob};
 use crate::{Context, Error, Result};
 use serde::Serialize;
@@ -63,7 +64,7 @@ impl Viewer {
 pub struct Access {
     pub user_id: Option<Uuid>,
     pub staff: bool,
-    /// Paid access (`payments::ACCESS_SQL`).
+    /// Paid access (`access::PRO_SQL`).
     pub pro: bool,
 }
 

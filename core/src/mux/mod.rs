@@ -11,8 +11,9 @@
 //!   (`processed_webhook_events`), and the effects are idempotent anyway.
 //! - Attaching and clearing asset ids on every table that holds them.
 
+use crate::access::PRO_SQL;
 use crate::audit;
-use crate::economy::{Amounts, PRO_SQL};
+use crate::economy::Amounts;
 use crate::jobs::{self, BadgeCheckJob, MuxSyncAction, MuxSyncJob};
 use crate::{Context, Error, Result};
 use chrono::{DateTime, Utc};

@@ -11,6 +11,7 @@
 use super::plans::*;
 use super::stripe::*;
 use super::*;
+use crate::access::tier_rank;
 
 pub const MSG_ALREADY_ON_PLAN: &str = "Already on this plan";
 pub const MSG_NO_ACTIVE: &str = "No active subscription";
@@ -21,14 +22,6 @@ pub const MSG_NO_BILLING_ACCOUNT: &str =
 pub const MSG_INVALID_RETURN_URL: &str = "Invalid return_url";
 pub const MSG_RESUMED: &str = "Your subscription will continue.";
 pub const MSG_DOWNGRADE_CANCELED: &str = "Your scheduled downgrade was canceled.";
-
-fn rank(tier: &str) -> u8 {
-    match tier {
-        "performer" => 2,
-        "advanced" => 1,
-        _ => 0,
-    }
-}
 
 /// Releases a subscription schedule (a schedule already gone is fine).
 async fn release_schedule(
@@ -143,7 +136,7 @@ pub async fn update_subscription(
         .ok_or_else(|| Error::bad_request("No subscription item found. Cannot update."))?
         .to_string();
 
-    if rank(tier) > rank(&row.tier) {
+    if tier_rank(tier) > tier_rank(&row.tier) {
         // Upgrade: a pending downgrade no longer applies.
         let schedule = row
             .stripe_schedule_id

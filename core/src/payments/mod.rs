@@ -140,15 +140,6 @@ pub use plans::{Change, SubscriptionView, long_date, subscription};
 pub use replay::{complete_event, send_signed_event};
 pub use signature::*;
 
-/// The one rule of paid access (API-NEXT.md N2), as a SQL condition on a
-/// `subscriptions` row aliased `s`: tier `advanced` or `performer`, and
-/// status `active` or `trialing`, or `past_due` within the grace period that
-/// the first failed payment started (`grace_until`). Every route that checks
-/// paid access (course and lesson locks, completion, boss battles, the
-/// economy's pro perks, uploads) uses this condition, directly or through
-/// `economy::PRO_SQL`.
-pub const ACCESS_SQL: &str = "(s.tier IN ('advanced','performer') AND (s.status IN ('active','trialing') OR (s.status = 'past_due' AND s.grace_until > now())))";
-
 /// The trial gate of `REQUIRE_VERIFIED_FOR` (API-NEXT.md N3): a checkout that
 /// would carry a trial needs a verified email (admins are exempt).
 pub(crate) async fn require_verified_for_trial(ctx: &Context, user_id: Uuid) -> Result<()> {
