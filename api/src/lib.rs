@@ -155,7 +155,7 @@ pub async fn serve<A: Acceptor<Io = tokio::net::TcpStream> + 'static>(
         ctx.callers.clone(),
     ));
     // Platform settings: reloaded on `settings:changed`, re-checked each second.
-    let settings = tokio::spawn(mambo_core::settings::watch(ctx.clone()));
+    let settings = tokio::spawn(ctx.clone().watch_settings());
     let live = live::Hub::new(ctx.clone());
     let app = Arc::new(app_with(ctx, live.clone()));
     // Notification streams are served with less memory than poem's

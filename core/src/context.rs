@@ -52,3 +52,32 @@ impl Context {
         })
     }
 }
+
+impl Context {
+    /// The platform settings' store over this context's parts.
+    pub fn settings_store(&self) -> crate::settings::Store<'_> {
+        crate::settings::Store {
+            db: &self.db,
+            redis: &self.redis,
+            cache: &self.settings,
+        }
+    }
+
+    /// The platform settings in force (N6): one snapshot, to be read once
+    /// per request and passed down.
+    pub async fn settings_now(&self) -> crate::Result<Arc<crate::settings::Snapshot>> {
+        crate::settings::current(&self.settings_store()).await
+    }
+
+    /// Keeps this process's settings fresh until the future is dropped
+    /// (`settings::watch`).
+    pub async fn watch_settings(self) {
+        crate::settings::watch(
+            self.db.clone(),
+            self.redis.clone(),
+            self.config.redis_url.expose().to_string(),
+            self.settings.clone(),
+        )
+        .await
+    }
+}

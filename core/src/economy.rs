@@ -120,7 +120,7 @@ impl Amounts {
 
     /// The amounts of the settings in force now ([`Self::from_settings`]).
     pub async fn current(ctx: &crate::Context) -> Result<Self> {
-        let s = crate::settings::current(ctx).await?;
+        let s = ctx.settings_now().await?;
         Ok(Self::from_settings(&ctx.config, &s.settings))
     }
 

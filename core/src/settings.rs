@@ -21,11 +21,13 @@
 //!   judged by one revision from start to end.
 
 use crate::audit::{self, Actor};
-use crate::{Context, Error, Result};
+use crate::redis::Redis;
+use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sqlx::PgConnection;
+use sqlx::PgPool;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -543,6 +545,16 @@ impl SettingsCache {
     }
 }
 
+/// What the store reads and writes through: the database, Redis (the change
+/// message) and the process's copy. `Context::settings_store` builds it;
+/// the settings module knows nothing of the context (no import cycle).
+#[derive(Clone, Copy)]
+pub struct Store<'a> {
+    pub db: &'a PgPool,
+    pub redis: &'a Redis,
+    pub cache: &'a SettingsCache,
+}
+
 async fn load(conn: &mut PgConnection) -> Result<Snapshot> {
     type Row = (Value, i64, Option<DateTime<Utc>>, Option<Uuid>);
     let row: Option<Row> = sqlx::query_as(
@@ -561,47 +573,48 @@ async fn load(conn: &mut PgConnection) -> Result<Snapshot> {
     })
 }
 
-async fn revision(ctx: &Context) -> Result<i64> {
+async fn revision(st: &Store<'_>) -> Result<i64> {
     let r: Option<i64> = sqlx::query_scalar("SELECT revision FROM platform_settings WHERE id = 1")
-        .fetch_optional(&ctx.db)
+        .fetch_optional(st.db)
         .await?;
     Ok(r.unwrap_or(0))
 }
 
 /// Re-reads the settings when the database holds a newer revision.
-async fn refresh(ctx: &Context) -> Result<Arc<Snapshot>> {
-    let held = ctx.settings.get();
+async fn refresh(st: &Store<'_>) -> Result<Arc<Snapshot>> {
+    let held = st.cache.get();
     if let Some(h) = &held
-        && revision(ctx).await? == h.revision
+        && revision(st).await? == h.revision
     {
         return Ok(h.clone());
     }
-    let mut conn = ctx.db.acquire().await?;
+    let mut conn = st.db.acquire().await?;
     let snap = Arc::new(load(&mut conn).await?);
-    ctx.settings.put(snap.clone());
-    Ok(ctx.settings.get().unwrap_or(snap))
+    st.cache.put(snap.clone());
+    Ok(st.cache.get().unwrap_or(snap))
 }
 
 /// The settings in force: one snapshot, to be read once per request and
 /// passed down.
-pub async fn current(ctx: &Context) -> Result<Arc<Snapshot>> {
-    match ctx.settings.get() {
-        Some(s) if ctx.settings.watched.load(Ordering::Acquire) || !ctx.settings.due() => Ok(s),
-        _ => refresh(ctx).await,
+/// (`Context::settings_now` is the short way to call it.)
+pub async fn current(st: &Store<'_>) -> Result<Arc<Snapshot>> {
+    match st.cache.get() {
+        Some(s) if st.cache.watched.load(Ordering::Acquire) || !st.cache.due() => Ok(s),
+        _ => refresh(st).await,
     }
-}
-
-/// The settings in force, decoded ([`current`] without the revision).
-pub async fn get(ctx: &Context) -> Result<Arc<Snapshot>> {
-    current(ctx).await
 }
 
 /// Keeps this process's copy fresh until the process ends: reloads when a
 /// `settings:changed` message arrives and, whatever Redis does, compares the
 /// revision once a second.
-pub async fn watch(ctx: Context) {
-    let _ = refresh(&ctx).await;
-    ctx.settings.watched.store(true, Ordering::Release);
+pub async fn watch(db: PgPool, redis: Redis, redis_url: String, cache: Arc<SettingsCache>) {
+    let st = Store {
+        db: &db,
+        redis: &redis,
+        cache: &cache,
+    };
+    let _ = refresh(&st).await;
+    cache.watched.store(true, Ordering::Release);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(8);
     let reload = async {
         let mut tick = tokio::time::interval(RECHECK);
@@ -611,26 +624,25 @@ pub async fn watch(ctx: Context) {
                 _ = tick.tick() => {}
                 Some(()) = rx.recv() => {}
             }
-            if let Err(e) = refresh(&ctx).await {
+            if let Err(e) = refresh(&st).await {
                 tracing::warn!(error = %e, "settings: reload failed");
             }
         }
     };
     // Both run until this future is dropped (the process stops).
     tokio::select! {
-        _ = subscribe(ctx.clone(), tx) => {}
+        _ = subscribe(&redis_url, redis.key(CHANNEL), tx) => {}
         _ = reload => {}
     }
 }
 
 /// Subscribes to the change channel and wakes [`watch`] on each message,
 /// reconnecting with backoff.
-async fn subscribe(ctx: Context, tx: tokio::sync::mpsc::Sender<()>) {
+async fn subscribe(redis_url: &str, channel: String, tx: tokio::sync::mpsc::Sender<()>) {
     use futures::StreamExt;
-    let Ok(client) = redis::Client::open(ctx.config.redis_url.expose()) else {
+    let Ok(client) = redis::Client::open(redis_url) else {
         return;
     };
-    let channel = ctx.redis.key(CHANNEL);
     let mut backoff = Duration::from_millis(200);
     loop {
         let connect = async {
@@ -652,10 +664,10 @@ async fn subscribe(ctx: Context, tx: tokio::sync::mpsc::Sender<()>) {
     }
 }
 
-async fn publish(ctx: &Context) {
-    let mut c = ctx.redis.conn();
+async fn publish(st: &Store<'_>) {
+    let mut c = st.redis.conn();
     let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-        .arg(ctx.redis.key(CHANNEL))
+        .arg(st.redis.key(CHANNEL))
         .arg("1")
         .query_async(&mut c)
         .await;
@@ -692,13 +704,13 @@ fn diff(before: &Settings, after: &Settings) -> (Value, Value) {
 /// the result, writes `revision + 1` and the audit row in one transaction. A
 /// change that changes nothing writes nothing.
 async fn write(
-    ctx: &Context,
+    st: &Store<'_>,
     actor: &Actor,
     changes: Map<String, Value>,
     action: &'static str,
     preset: Option<&str>,
 ) -> Result<Arc<Snapshot>> {
-    let mut tx = ctx.db.begin().await?;
+    let mut tx = st.db.begin().await?;
     sqlx::query(
         "INSERT INTO platform_settings (id, doc, revision) VALUES (1, '{}', 0)
          ON CONFLICT (id) DO NOTHING",
@@ -725,7 +737,7 @@ async fn write(
     }
     if before == after {
         tx.rollback().await?;
-        return current(ctx).await;
+        return current(st).await;
     }
     let (b, a) = diff(&before, &after);
     let stored_doc = serde_json::to_value(&after).unwrap_or_default();
@@ -759,19 +771,19 @@ async fn write(
         updated_by: Some(actor.id),
         settings: after,
     });
-    ctx.settings.put(snap.clone());
-    publish(ctx).await;
+    st.cache.put(snap.clone());
+    publish(st).await;
     Ok(snap)
 }
 
 /// `PUT /api/admin/settings`: any subset of groups and keys.
-pub async fn update(ctx: &Context, actor: &Actor, body: &Value) -> Result<Arc<Snapshot>> {
+pub async fn update(st: &Store<'_>, actor: &Actor, body: &Value) -> Result<Arc<Snapshot>> {
     let changes = parse_changes(body)?;
-    write(ctx, actor, changes, audit::action::SETTINGS_UPDATE, None).await
+    write(st, actor, changes, audit::action::SETTINGS_UPDATE, None).await
 }
 
 /// `POST /api/admin/settings/preset`: every key of the five preset groups.
-pub async fn apply_preset(ctx: &Context, actor: &Actor, preset: &str) -> Result<Arc<Snapshot>> {
+pub async fn apply_preset(st: &Store<'_>, actor: &Actor, preset: &str) -> Result<Arc<Snapshot>> {
     let Some(doc) = preset_doc(preset) else {
         return Err(Error::with_object(
             422,
@@ -782,7 +794,7 @@ pub async fn apply_preset(ctx: &Context, actor: &Actor, preset: &str) -> Result<
     };
     let changes = doc.as_object().cloned().unwrap_or_default();
     write(
-        ctx,
+        st,
         actor,
         changes,
         audit::action::SETTINGS_PRESET,

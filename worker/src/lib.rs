@@ -222,7 +222,7 @@ pub async fn run(
         let (sctx, stop) = (ctx.clone(), stop_rx.clone());
         tasks.spawn(async move {
             tokio::select! {
-                _ = mambo_core::settings::watch(sctx) => {}
+                _ = sctx.watch_settings() => {}
                 _ = stopped(stop) => {}
             }
         });

@@ -27,7 +27,7 @@ impl SettingsApi {
     /// (`null`: custom) and the revision
     #[oai(path = "/api/admin/settings", method = "get")]
     async fn get(&self, state: Data<&AppState>, _admin: AdminAuth) -> ApiResult<Json<Value>> {
-        Ok(Json(settings::current(&state.ctx).await?.to_json()))
+        Ok(Json(state.ctx.settings_now().await?.to_json()))
     }
 
     /// Changes any subset of groups and keys (merged; read-only keys ignored)
@@ -41,7 +41,7 @@ impl SettingsApi {
     ) -> ApiResult<Json<Value>> {
         let actor = audit_actor(&state, req, admin.user());
         Ok(Json(
-            settings::update(&state.ctx, &actor, &body.0)
+            settings::update(&state.ctx.settings_store(), &actor, &body.0)
                 .await?
                 .to_json(),
         ))
@@ -58,7 +58,7 @@ impl SettingsApi {
     ) -> ApiResult<Json<Value>> {
         let actor = audit_actor(&state, req, admin.user());
         Ok(Json(
-            settings::apply_preset(&state.ctx, &actor, &body.0.preset)
+            settings::apply_preset(&state.ctx.settings_store(), &actor, &body.0.preset)
                 .await?
                 .to_json(),
         ))

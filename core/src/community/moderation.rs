@@ -109,7 +109,7 @@ pub async fn report(
     .fetch_one(&mut *tx)
     .await?;
     let hid_post = if reporters >= ctx.config.reports_to_hide {
-        let snap = crate::settings::current(ctx).await?;
+        let snap = ctx.settings_now().await?;
         let claw = Clawback {
             settings: &snap.settings,
             now: ctx.clock.now(),
@@ -304,7 +304,7 @@ pub async fn resolve(
             .ok_or_else(report_not_found)?,
     };
     let now = ctx.clock.now();
-    let snap = crate::settings::current(ctx).await?;
+    let snap = ctx.settings_now().await?;
     let claw = Clawback {
         settings: &snap.settings,
         now,

@@ -144,7 +144,7 @@ pub async fn post_detail(db: &PgPool, viewer: Uuid, post_id: Uuid) -> Result<Opt
 pub async fn create_post(ctx: &Context, user_id: Uuid, input: NewPost) -> Result<PostWritten> {
     input.validate()?;
     // One revision of the settings decides the charge and the reward.
-    let snap = crate::settings::current(ctx).await?;
+    let snap = ctx.settings_now().await?;
     let amounts = Amounts::from_settings(&ctx.config, &snap.settings);
     let tags = dedup_tags(&input.tags);
     let is_stage = input.post_type == "stage";
@@ -347,7 +347,7 @@ pub async fn delete_post(
         Some(_) => snapshot(&mut tx, "posts", post_id).await?,
         None => None,
     };
-    let snap = crate::settings::current(ctx).await?;
+    let snap = ctx.settings_now().await?;
     let claw = Clawback {
         settings: &snap.settings,
         now: ctx.clock.now(),

@@ -48,7 +48,7 @@ pub async fn upload_status(ctx: &Context, caller: Caller, upload_id: &str) -> Re
         if status == "ready"
             && let (Some(pid), Some((_, target))) = (&playback_id, &recorded)
         {
-            let snap = crate::settings::current(ctx).await?;
+            let snap = ctx.settings_now().await?;
             let video = Video {
                 settings: &snap.settings,
                 duration: asset.duration,
@@ -246,7 +246,7 @@ pub async fn check_upload_status(
         return Ok(CheckResult::other("processing", msg.into()));
     };
 
-    let snap = crate::settings::current(ctx).await?;
+    let snap = ctx.settings_now().await?;
     let video = Video {
         settings: &snap.settings,
         duration,

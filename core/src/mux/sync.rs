@@ -137,7 +137,7 @@ pub async fn reconcile(ctx: &Context) -> Result<usize> {
         else {
             continue;
         };
-        let snap = crate::settings::current(ctx).await?;
+        let snap = ctx.settings_now().await?;
         let video = Video {
             settings: &snap.settings,
             duration: asset.duration,

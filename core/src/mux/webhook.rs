@@ -147,7 +147,7 @@ pub async fn process_event(ctx: &Context, event: &Value) -> Result<WebhookOutcom
             let asset: Option<MuxAsset> = serde_json::from_value(data.clone()).ok();
             match asset {
                 Some(asset) => {
-                    let snap = crate::settings::current(ctx).await?;
+                    let snap = ctx.settings_now().await?;
                     asset_ready(&mut tx, now, &asset, &snap.settings).await?
                 }
                 None => tracing::warn!("video.asset.ready without an asset id; ignored"),
