@@ -31,6 +31,7 @@ pub(crate) fn viewer(u: &AuthUser) -> Viewer {
 pub struct WorldItemOut {
     pub id: Uuid,
     pub title: String,
+    pub slug: String,
     pub description: Option<String>,
     pub image_url: Option<String>,
     pub thumbnail_url: Option<String>,
@@ -52,6 +53,7 @@ impl From<courses::WorldItem> for WorldItemOut {
         Self {
             id: w.id,
             title: w.title,
+            slug: w.slug,
             description: w.description,
             image_url: w.image_url,
             thumbnail_url: w.thumbnail_url,
@@ -442,6 +444,7 @@ mod tests {
             assert_same_json(&vec![WorldItemOut {
                 id,
                 title: "Mambo \"101\" — ñ".into(),
+                slug: "mambo-101".into(),
                 description: opt("d"),
                 image_url: opt("https://x/i.png"),
                 thumbnail_url: opt("t"),
