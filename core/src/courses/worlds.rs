@@ -155,19 +155,6 @@ pub(super) struct WorldHead {
     pub(super) thumbnail_url: Option<String>,
 }
 
-/// A world the caller may see (404 `World not found` otherwise).
-pub(super) async fn visible_world(
-    db: &PgPool,
-    access: &Access,
-    world_id: Uuid,
-) -> Result<WorldHead> {
-    let (w, _) = visible_world_for(db, access.user_id, world_id).await?;
-    if !w.is_published && !access.sees_unpublished() {
-        return Err(Error::not_found(WORLD_NOT_FOUND));
-    }
-    Ok(w)
-}
-
 /// The world and the caller's pro flag, in one query (404 when it does not
 /// exist; visibility is the caller's check).
 pub(super) async fn visible_world_for(
