@@ -10,7 +10,7 @@ use crate::types::parse_id;
 use mambo_core::courses::{self, LESSON_NOT_FOUND, LEVEL_NOT_FOUND, Viewer, WORLD_NOT_FOUND};
 use poem::Request;
 use poem::web::Data;
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use serde_json::Value;
@@ -31,6 +31,7 @@ pub(crate) fn viewer(u: &AuthUser) -> Viewer {
 pub struct WorldItemOut {
     pub id: Uuid,
     pub title: String,
+    pub slug: String,
     pub description: Option<String>,
     pub image_url: Option<String>,
     pub thumbnail_url: Option<String>,
@@ -52,6 +53,7 @@ impl From<courses::WorldItem> for WorldItemOut {
         Self {
             id: w.id,
             title: w.title,
+            slug: w.slug,
             description: w.description,
             image_url: w.image_url,
             thumbnail_url: w.thumbnail_url,
@@ -169,6 +171,12 @@ pub struct LevelNodeOut {
     pub is_unlocked: bool,
     pub completion_percentage: f64,
     pub lesson_count: i64,
+    /// Every lesson of the level, boss battles included.
+    pub total_lesson_count: i64,
+    /// `topic` worlds: the `## TL;DR` section of the level's first lesson's
+    /// notes, in the requested locale when translated; null elsewhere. Shown
+    /// to every caller.
+    pub tldr: Option<String>,
     pub outcome: Option<String>,
     pub duration_minutes: i64,
     pub total_xp: i64,
@@ -208,6 +216,8 @@ pub struct SkillTreeOut {
     pub is_free: bool,
     pub is_published: bool,
     pub thumbnail_url: Option<String>,
+    /// The caller's lock on the world, as in the worlds list.
+    pub is_locked: bool,
     pub levels: Vec<LevelNodeOut>,
     pub edges: Vec<EdgeOut>,
 }
@@ -353,15 +363,23 @@ impl CoursesApi {
         auth: OptionalAuth,
         state: Data<&AppState>,
         world_id: Path<String>,
+        /// The language of topic levels' `tldr` (`^[a-z]{2}$`, default `en`)
+        locale: Query<Option<String>>,
         req: &Request,
     ) -> ApiResult<Cached<Json<SkillTreeOut>>> {
+        let locale = courses::Locale::parse(locale.0.as_deref())?;
         let id = parse_id(&world_id, WORLD_NOT_FOUND)?;
         let v = auth.user().map(viewer);
-        // Levels, edges and lessons are catalogue rows; unlocks follow the
-        // caller's completions: both are in the head's tag.
+        // Levels, edges and lessons (their notes too) are catalogue rows;
+        // unlocks follow the caller's completions and the lock their access:
+        // all are in the head's tag.
         let head = courses::head(&state.ctx, v.as_ref()).await?;
-        let validator = Validator::new(&format!("skill-tree:{id}"), &head.state_tag(), v.is_none());
-        Cached::answer(req, validator, || skill_tree_body(&state, v, id)).await
+        let validator = Validator::new(
+            &format!("skill-tree:{id}:{}", locale.as_str()),
+            &head.state_tag(),
+            v.is_none(),
+        );
+        Cached::answer(req, validator, || skill_tree_body(&state, v, id, &locale)).await
     }
 }
 
@@ -370,8 +388,9 @@ async fn skill_tree_body(
     state: &AppState,
     v: Option<Viewer>,
     id: Uuid,
+    locale: &courses::Locale,
 ) -> ApiResult<Json<SkillTreeOut>> {
-    let t = courses::skill_tree(&state.ctx.db, v.as_ref(), id).await?;
+    let t = courses::skill_tree_in(&state.ctx.db, v.as_ref(), id, locale).await?;
     Ok(Json(SkillTreeOut {
         id: t.id,
         title: t.title,
@@ -381,6 +400,7 @@ async fn skill_tree_body(
         is_free: t.is_free,
         is_published: t.is_published,
         thumbnail_url: t.thumbnail_url,
+        is_locked: t.is_locked,
         levels: t
             .levels
             .into_iter()
@@ -396,6 +416,8 @@ async fn skill_tree_body(
                 is_unlocked: l.is_unlocked,
                 completion_percentage: l.completion_percentage,
                 lesson_count: l.lesson_count,
+                total_lesson_count: l.total_lesson_count,
+                tldr: l.tldr,
                 outcome: l.outcome,
                 duration_minutes: l.duration_minutes,
                 total_xp: l.total_xp,
@@ -442,6 +464,7 @@ mod tests {
             assert_same_json(&vec![WorldItemOut {
                 id,
                 title: "Mambo \"101\" — ñ".into(),
+                slug: "mambo-101".into(),
                 description: opt("d"),
                 image_url: opt("https://x/i.png"),
                 thumbnail_url: opt("t"),

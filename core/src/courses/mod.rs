@@ -27,6 +27,7 @@ mod completion;
 mod detail;
 mod lessons;
 mod skill_tree;
+mod tldr;
 mod worlds;
 
 pub use catalogue::*;
@@ -34,6 +35,7 @@ pub use completion::*;
 pub use detail::*;
 pub use lessons::*;
 pub use skill_tree::*;
+pub use tldr::*;
 pub use worlds::*;
 
 pub const LOCKED_MSG: &str = "Subscription required. Please upgrade to access this course.";

@@ -6,6 +6,7 @@ use super::*;
 pub struct WorldItem {
     pub id: Uuid,
     pub title: String,
+    pub slug: String,
     pub description: Option<String>,
     pub image_url: Option<String>,
     pub thumbnail_url: Option<String>,
@@ -24,6 +25,7 @@ pub struct WorldItem {
 pub struct WorldRow {
     pub(super) id: Uuid,
     pub(super) title: String,
+    pub(super) slug: String,
     pub(super) description: Option<String>,
     pub(super) image_url: Option<String>,
     pub(super) thumbnail_url: Option<String>,
@@ -60,7 +62,7 @@ pub(super) async fn world_rows(
     only: Option<Uuid>,
 ) -> Result<Vec<WorldRow>> {
     Ok(sqlx::query_as::<_, WorldRow>(
-        "SELECT w.id, w.title, w.description, w.image_url, w.thumbnail_url,
+        "SELECT w.id, w.title, w.slug, w.description, w.image_url, w.thumbnail_url,
                 w.mux_preview_playback_id, w.difficulty, w.course_type, w.is_free,
                 w.total_duration_minutes, w.objectives,
                 COALESCE(s.module_count, 0)::bigint AS module_count,
@@ -103,6 +105,7 @@ pub(super) fn world_item(r: &WorldRow, access: &Access, completed: i64) -> World
     WorldItem {
         id: r.id,
         title: r.title.clone(),
+        slug: r.slug.clone(),
         description: r.description.clone(),
         image_url: r.image_url.clone(),
         thumbnail_url: r.thumbnail_url.clone(),
@@ -150,19 +153,6 @@ pub(super) struct WorldHead {
     pub(super) is_free: bool,
     pub(super) is_published: bool,
     pub(super) thumbnail_url: Option<String>,
-}
-
-/// A world the caller may see (404 `World not found` otherwise).
-pub(super) async fn visible_world(
-    db: &PgPool,
-    access: &Access,
-    world_id: Uuid,
-) -> Result<WorldHead> {
-    let (w, _) = visible_world_for(db, access.user_id, world_id).await?;
-    if !w.is_published && !access.sees_unpublished() {
-        return Err(Error::not_found(WORLD_NOT_FOUND));
-    }
-    Ok(w)
 }
 
 /// The world and the caller's pro flag, in one query (404 when it does not
