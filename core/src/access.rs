@@ -34,3 +34,32 @@ pub fn tier_rank(tier: &str) -> u8 {
         _ => 0,
     }
 }
+
+/// The one Guild Master definition (API-2026-05.md N6.5), as a SQL condition
+/// on a `subscriptions` row aliased `s`: tier `performer` with status
+/// `active`, `past_due` within the grace period, or `trialing` when the
+/// setting `guild_master.includes_trialing` is on. `PostUser.is_guild_master`,
+/// the seat counter and every Guild-Master-gated feature use it.
+pub fn guild_master_sql(includes_trialing: bool) -> &'static str {
+    if includes_trialing {
+        "(s.tier = 'performer' AND (s.status IN ('active','trialing') OR (s.status = 'past_due' AND s.grace_until > now())))"
+    } else {
+        "(s.tier = 'performer' AND (s.status = 'active' OR (s.status = 'past_due' AND s.grace_until > now())))"
+    }
+}
+
+/// [`guild_master_sql`] for one user (false without a subscription row).
+pub async fn is_guild_master(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    includes_trialing: bool,
+) -> Result<bool> {
+    let gm: Option<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM subscriptions s WHERE s.user_id = $1",
+        guild_master_sql(includes_trialing)
+    )))
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(gm.unwrap_or(false))
+}
