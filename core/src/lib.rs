@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod mux;
 pub mod notifications;
 pub mod oauth;
+pub mod participation;
 pub mod payments;
 pub mod privacy;
 pub mod profiles;

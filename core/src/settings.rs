@@ -532,6 +532,11 @@ impl SettingsCache {
         *self.checked.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 
+    /// Whether [`watch`] has loaded this copy and keeps it fresh.
+    pub fn is_watched(&self) -> bool {
+        self.watched.load(Ordering::Acquire) && self.get().is_some()
+    }
+
     /// True when the copy should be compared with the database now.
     fn due(&self) -> bool {
         let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());

@@ -684,6 +684,9 @@ pub async fn count_statements<T, Fut: std::future::Future<Output = T>>(f: Fut) -
     drop(guard);
     let text = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
     let n = text.lines().filter(|l| l.contains("sqlx::query")).count();
+    if std::env::var("MAMBO_TEST_PRINT_STATEMENTS").is_ok() {
+        eprintln!("{text}");
+    }
     (out, n)
 }
 
@@ -730,4 +733,15 @@ impl TestApp {
         assert_eq!(s, StatusCode::OK, "preset: {v}");
         v
     }
+}
+
+/// Loads the platform settings into `ctx`'s copy the way an API process's
+/// watcher does, then stops the watcher: the copy stays and requests read it
+/// without a statement (for statement-count tests of a bare `Context`).
+pub async fn warm_settings(ctx: &Context) {
+    let watcher = tokio::spawn(ctx.clone().watch_settings());
+    eventually(20, || async { ctx.settings.is_watched().then_some(()) })
+        .await
+        .expect("settings load");
+    watcher.abort();
 }

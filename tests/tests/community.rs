@@ -1626,6 +1626,9 @@ async fn a_new_reaction_is_four_statements_and_writes_everything() {
         }
     };
     let (fan_before, owner_before) = (balance(fan).await, balance(owner).await);
+    // The platform settings are read from the process's copy, which an API
+    // process keeps fresh with its watcher (N6.1): the steady state.
+    mambo_tests::warm_settings(&ctx).await;
 
     let (done, statements) =
         mambo_tests::count_statements(mambo_core::community::react(&ctx, fan, post, "fire")).await;

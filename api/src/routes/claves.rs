@@ -175,7 +175,8 @@ impl ClavesApi {
         state: Data<&AppState>,
         auth: UserAuth,
     ) -> ApiResult<Json<SlotStatusOut>> {
-        let s = community::slot_status(&state.ctx, auth.user().id).await?;
+        let user = auth.user();
+        let s = community::upload_check(&state.ctx, user.id, &user.role).await?;
         Ok(Json(s.into()))
     }
 }

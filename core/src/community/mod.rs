@@ -64,7 +64,10 @@ pub use replies::{
 pub use rewards::Reward;
 pub use saved::{save, saved, unsave};
 pub use search::{escape_like, search};
-pub use slots::{SlotStatus, slot_status, slot_status_conn, slot_status_for};
+pub use slots::{
+    SlotStatus, question_limit, question_limit_reached, question_status_for, questions_used,
+    refused_status, slot_status, slot_status_conn, slot_status_for, upload_check, upload_check_lab,
+};
 pub use stats::{CommunityStats, LeaderboardEntry, simulated_active_now, stats};
 pub use tags::{Tag, tags};
 pub use validation::{Field, Validation};

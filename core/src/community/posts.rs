@@ -160,6 +160,13 @@ pub async fn create_post(ctx: &Context, user_id: Uuid, input: NewPost) -> Result
             return Err(fail(422, status.message));
         }
     }
+    // 3b. The Lab question limit (N5.4), counted under the profile's lock.
+    if !is_stage
+        && let Some(limit) = super::slots::question_limit(&mut tx, &snap.settings, user_id).await?
+        && super::slots::questions_used(&mut tx, user_id).await? >= limit
+    {
+        return Err(fail(422, super::slots::question_limit_reached(limit)));
+    }
     // 4. Lab body.
     let body = input.body.clone().into_option();
     if !is_stage && body.as_deref().is_none_or(|b| b.trim().is_empty()) {

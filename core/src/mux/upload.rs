@@ -63,6 +63,12 @@ pub(super) fn upload_caller(
 /// caller who may not upload hears 401/403, not what was wrong with the body.
 /// `req` holds what the query named; with no target there, the body's intent
 /// is unknown and any signed-in caller may be uploading for their own post.
+/// A post's video is posting: the participation gate (N6.5) decides first.
+async fn gate_post_upload(ctx: &Context, caller: Caller) -> Result<()> {
+    let role = if caller.is_admin { "admin" } else { "student" };
+    crate::participation::ensure(ctx, caller.id, role, crate::participation::Action::Post).await
+}
+
 pub async fn authorize_upload(
     ctx: &Context,
     user: Option<Caller>,
@@ -85,6 +91,9 @@ pub async fn authorize_upload(
             .ok_or_else(|| Error::unauthorized("Admin access required"));
     }
     let caller = upload_caller(user, admin, req)?;
+    if present(&req.post_id).is_some() {
+        gate_post_upload(ctx, caller).await?;
+    }
     let (table, raw, what) = match (present(&req.post_id), present(&req.reply_id)) {
         (Some(p), _) => ("posts", p, "post"),
         (None, Some(r)) => ("post_replies", r, "reply"),
@@ -126,6 +135,9 @@ pub async fn create_upload(
 
     // Authorization first (nothing about the deployment leaks to strangers).
     let caller = upload_caller(user, admin, req)?;
+    if post.is_some() {
+        gate_post_upload(ctx, caller).await?;
+    }
     // §3.6 fixes this endpoint's message; the status is issue 7's 503.
     let mux = client(ctx).map_err(|_| Error::unavailable(MSG_VIDEO_NOT_CONFIGURED))?;
 

@@ -11,7 +11,7 @@ use crate::state::AppState;
 use crate::types::parse_id;
 use mambo_core::Error as CoreError;
 use mambo_core::community::{self, Field};
-use mambo_core::verification;
+use mambo_core::{participation, verification};
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::OpenApi;
@@ -118,6 +118,7 @@ impl CommunityApi {
         body: LaterJson<CreatePostIn>,
     ) -> ApiResult<Json<PostCreatedOut>> {
         let user = auth.user();
+        participation::ensure(&state.ctx, user.id, &user.role, participation::Action::Post).await?;
         verification::check(
             &state.ctx.config,
             verification::action::POST,
@@ -230,7 +231,21 @@ impl CommunityApi {
         state: Data<&AppState>,
         auth: UserAuth,
     ) -> ApiResult<Json<SlotStatusOut>> {
-        let s = community::slot_status(&state.ctx, auth.user().id).await?;
+        let user = auth.user();
+        let s = community::upload_check(&state.ctx, user.id, &user.role).await?;
+        Ok(Json(s.into()))
+    }
+
+    /// Can the caller ask another Lab question? (N5.4: the question slots,
+    /// `Questions are unlimited.` while no limit is set)
+    #[oai(path = "/api/community/upload-check-lab", method = "get")]
+    async fn upload_check_lab(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+    ) -> ApiResult<Json<SlotStatusOut>> {
+        let user = auth.user();
+        let s = community::upload_check_lab(&state.ctx, user.id, &user.role).await?;
         Ok(Json(s.into()))
     }
 

@@ -8,7 +8,7 @@ use crate::deferred::LaterJson;
 use crate::error::ApiResult;
 use crate::routes::admin::audit_actor;
 use crate::state::AppState;
-use mambo_core::{community, verification};
+use mambo_core::{community, participation, verification};
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::OpenApi;
@@ -33,6 +33,13 @@ impl RepliesApi {
         body: LaterJson<ReplyIn>,
     ) -> ApiResult<Json<ReplyWrittenOut>> {
         let user = auth.user();
+        participation::ensure(
+            &state.ctx,
+            user.id,
+            &user.role,
+            participation::Action::Reply,
+        )
+        .await?;
         verification::check(
             &state.ctx.config,
             verification::action::REPLY,
