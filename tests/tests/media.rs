@@ -1884,3 +1884,129 @@ async fn stage_video_from_the_webhook_earns_center_stage_through_the_worker() {
         "the videos_posted check should award center_stage_bronze"
     );
 }
+
+/// N6.4: a Stage post earns its reward when the server first attaches a ready
+/// video (webhook or check-upload-status), once; a zero-length video and a
+/// video id the client supplied never earn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_post_is_rewarded_when_the_server_attaches_its_video() {
+    let mux = MockServer::start().await;
+    let app = mux_app(&mux).await;
+    let admin = app.admin().await;
+    app.set_preset(&admin, "guild_2026").await;
+    app.set_settings(
+        &admin,
+        json!({"posting_rewards": {"cooldown_seconds": 0},
+               "community": {"video_type_required": false}}),
+    )
+    .await;
+    let student = app
+        .create_user(UserSpec {
+            subscription: Some(("active", "advanced")),
+            ..Default::default()
+        })
+        .await;
+    let create = |title: &'static str, extra: Value| {
+        let (app, student) = (&app, &student);
+        async move {
+            let mut body = json!({"post_type": "stage", "title": title, "tags": ["mambo"]});
+            if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+                b.extend(e.clone());
+            }
+            let (s, v) = app
+                .call("POST", "/api/community/posts", Some(student), Some(body))
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            assert_eq!(v["reward"], Value::Null, "a stage post is paid on attach");
+            Uuid::parse_str(v["post"]["id"].as_str().unwrap()).unwrap()
+        }
+    };
+    let by_webhook = create("Webhook shines", json!({})).await;
+    let zero = create("Zero shines", json!({})).await;
+    let by_check = create("Checked shines", json!({})).await;
+    let supplied = create(
+        "Supplied shines",
+        json!({"mux_asset_id": "client-a", "mux_playback_id": "client-p"}),
+    )
+    .await;
+
+    // The webhook attaches the first: 40 claves, once, whatever redelivers.
+    let event = ready_event(
+        "e-reward",
+        "a-reward",
+        "p-reward",
+        json!({"post_id": by_webhook.to_string(), "type": "community-post"}),
+    );
+    let now = app.ctx.clock.now().timestamp();
+    for _ in 0..2 {
+        let (s, _) = deliver(&app, "/api/mux/webhook", &event, now, WEBHOOK_SECRET).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let mut second = ready_event(
+        "e-reward-2",
+        "a-reward-2",
+        "p-reward-2",
+        json!({"post_id": by_webhook.to_string(), "type": "community-post"}),
+    );
+    second["data"]["duration"] = json!(12.5);
+    deliver(&app, "/api/mux/webhook", &second, now, WEBHOOK_SECRET).await;
+    let mut zero_event = ready_event(
+        "e-zero",
+        "a-zero",
+        "p-zero",
+        json!({"post_id": zero.to_string(), "type": "community-post"}),
+    );
+    zero_event["data"]["duration"] = json!(0.0);
+    deliver(&app, "/api/mux/webhook", &zero_event, now, WEBHOOK_SECRET).await;
+    // The client-supplied video's post gets a server video later: still nothing.
+    let late = ready_event(
+        "e-late",
+        "a-late",
+        "p-late",
+        json!({"post_id": supplied.to_string(), "type": "community-post"}),
+    );
+    deliver(&app, "/api/mux/webhook", &late, now, WEBHOOK_SECRET).await;
+    let rewards: Vec<(Uuid, i32)> = sqlx::query_as(
+        "SELECT reference_id, amount FROM clave_transactions
+         WHERE user_id = $1 AND reason = 'post_reward'",
+    )
+    .bind(student.id)
+    .fetch_all(app.db())
+    .await
+    .unwrap();
+    assert_eq!(rewards, vec![(by_webhook, 40)]);
+
+    // check-upload-status finds the third and says what it paid.
+    Mock::given(method("GET"))
+        .and(path("/video/v1/assets"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [
+            asset_json("a-check", "p-check", Some(json!({"post_id": by_check.to_string(), "type": "community-post"}))),
+        ]})))
+        .mount(&mux)
+        .await;
+    let (s, v) = app
+        .call(
+            "POST",
+            &format!("/api/mux/check-upload-status?post_id={by_check}"),
+            Some(&student),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "ready");
+    assert_eq!(
+        v["reward"],
+        json!({"amount": 40, "reason": "post_reward", "new_balance": 15 + 80})
+    );
+    // Checking again finds it already attached: no reward key, nothing paid.
+    let (_, v) = app
+        .call(
+            "POST",
+            &format!("/api/mux/check-upload-status?post_id={by_check}"),
+            Some(&student),
+            None,
+        )
+        .await;
+    assert!(v.get("reward").is_none(), "{v}");
+    assert_eq!(app.balance_and_ledger(student.id).await, (95, 95));
+}

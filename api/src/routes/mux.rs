@@ -10,6 +10,7 @@ use poem::Request;
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
+use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{Object, OpenApi, Union};
 use serde_json::Value;
 
@@ -61,6 +62,10 @@ pub struct CheckUploadResponse {
     #[oai(skip_serializing_if_is_none)]
     pub asset_id: Option<String>,
     pub message: String,
+    /// Present when this call attached a video to a post: the posting reward
+    /// it paid (N6.4), or `null`
+    #[oai(skip_serializing_if = "MaybeUndefined::is_undefined")]
+    pub reward: MaybeUndefined<crate::routes::community::RewardOut>,
 }
 
 #[derive(Object, Debug)]
@@ -285,6 +290,11 @@ impl MuxApi {
             playback_id: r.playback_id,
             asset_id: r.asset_id,
             message: r.message,
+            reward: match r.reward {
+                None => MaybeUndefined::Undefined,
+                Some(None) => MaybeUndefined::Null,
+                Some(Some(reward)) => MaybeUndefined::Value(reward.into()),
+            },
         }))
     }
 
