@@ -34,7 +34,7 @@ pub const HOLD_RETENTION_DAYS: i64 = 30;
 /// How long a seat count may be reused (N5.6: at most 5 s).
 pub const SEAT_COUNT_CACHE_SECONDS: u64 = 5;
 /// The advisory lock every capped performer checkout takes ("gmseats").
-const SEAT_LOCK_KEY: i64 = 0x676d_7365_6174_73;
+const SEAT_LOCK_KEY: i64 = 0x0067_6d73_6561_7473;
 
 /// The seat counter's answer (`GET /api/payments/guild-master-seats`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
