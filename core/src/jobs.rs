@@ -142,6 +142,17 @@ impl Job for AccountDeletionJob {
     const QUEUE: &'static str = "account_deletion";
 }
 
+/// Expires a Stripe Checkout session the user canceled
+/// (`payments::expire_checkout_session`, API-2026-05.md N5.6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutExpireJob {
+    pub session_id: String,
+}
+
+impl Job for CheckoutExpireJob {
+    const QUEUE: &'static str = "checkout_expire";
+}
+
 /// Every queue the worker consumes.
 pub const QUEUES: &[&str] = &[
     EmailJob::QUEUE,
@@ -152,6 +163,7 @@ pub const QUEUES: &[&str] = &[
     CoursePublishedJob::QUEUE,
     DataExportJob::QUEUE,
     AccountDeletionJob::QUEUE,
+    CheckoutExpireJob::QUEUE,
 ];
 
 // ---------------------------------------------------------------------------

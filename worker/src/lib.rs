@@ -16,11 +16,13 @@ use apalis_cron::{CronScheduler, Tick};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use mambo_core::jobs::{
-    self, AccountDeletionJob, BadgeCheckJob, BroadcastJob, CoursePublishedJob, DataExportJob,
-    EmailJob, Job, MuxSyncAction, MuxSyncJob, StreakBonusJob,
+    self, AccountDeletionJob, BadgeCheckJob, BroadcastJob, CheckoutExpireJob, CoursePublishedJob,
+    DataExportJob, EmailJob, Job, MuxSyncAction, MuxSyncJob, StreakBonusJob,
 };
 use mambo_core::metrics::{self, JobOutcome};
-use mambo_core::{Context, badges, broadcast, email, mux, notifications, privacy, streaks};
+use mambo_core::{
+    Context, badges, broadcast, email, mux, notifications, payments, privacy, streaks,
+};
 use std::future::Future;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -190,6 +192,13 @@ const ACCOUNT_DELETION: QueueSettings = QueueSettings {
     timeout: Duration::from_secs(600),
 };
 
+/// Expiring a canceled Stripe Checkout session: two short Stripe calls.
+const CHECKOUT_EXPIRE: QueueSettings = QueueSettings {
+    concurrency: 2,
+    retries: 3,
+    timeout: Duration::from_secs(60),
+};
+
 /// Runs the worker until `shutdown` resolves, then stops taking jobs, lets the
 /// running ones finish (up to [`SHUTDOWN_GRACE`]) and returns.
 ///
@@ -253,6 +262,13 @@ pub async fn run(
         &stop_rx,
         ACCOUNT_DELETION,
         account_deletion_task,
+    );
+    spawn_queue::<CheckoutExpireJob, _, _>(
+        &mut tasks,
+        &ctx,
+        &stop_rx,
+        CHECKOUT_EXPIRE,
+        checkout_expire_task,
     );
     for job in SCHEDULED {
         let ctx = ctx.clone();
@@ -612,6 +628,23 @@ async fn account_deletion_task(
     .await
 }
 
+async fn checkout_expire_task(
+    job: CheckoutExpireJob,
+    ctx: Data<Context>,
+) -> Result<(), BoxDynError> {
+    let span = tracing::info_span!(
+        "job",
+        queue = CheckoutExpireJob::QUEUE,
+        session_id = job.session_id
+    );
+    observe(CheckoutExpireJob::QUEUE, span, async {
+        payments::expire_checkout_session(&ctx, &job)
+            .await
+            .map_err(task_error)
+    })
+    .await
+}
+
 async fn scheduled_task(
     tick: Tick,
     ctx: Data<Context>,
@@ -655,7 +688,8 @@ async fn scheduled_task(
 /// older than 90 days and all older than 365 ([`notifications::prune`]) and
 /// resolved content reports older than 365 days
 /// ([`mambo_core::community::prune_reports`]), email verification links a
-/// week past their expiry ([`mambo_core::verification::prune`]), and deletes
+/// week past their expiry ([`mambo_core::verification::prune`]), checkout
+/// holds older than 30 days ([`payments::prune_checkout_holds`]), and deletes
 /// the archives of expired data exports ([`privacy::export::clean_expired`]).
 pub async fn daily_maintenance(ctx: &Context) -> mambo_core::Result<()> {
     let outbox = jobs::maintain_outbox(ctx).await?;
@@ -664,6 +698,7 @@ pub async fn daily_maintenance(ctx: &Context) -> mambo_core::Result<()> {
     let reports_deleted = mambo_core::community::prune_reports(&ctx.db, ctx.clock.now()).await?;
     let verification_links_deleted =
         mambo_core::verification::prune(&ctx.db, ctx.clock.now()).await?;
+    let checkout_holds_deleted = payments::prune_checkout_holds(&ctx.db, ctx.clock.now()).await?;
     let (export_archives_deleted, export_rows_deleted) =
         privacy::export::clean_expired(ctx).await?;
     tracing::info!(
@@ -673,6 +708,7 @@ pub async fn daily_maintenance(ctx: &Context) -> mambo_core::Result<()> {
         notifications_deleted,
         reports_deleted,
         verification_links_deleted,
+        checkout_holds_deleted,
         export_archives_deleted,
         export_rows_deleted,
         "daily maintenance done"

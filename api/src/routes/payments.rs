@@ -10,7 +10,7 @@ use mambo_core::payments::{self, Buyer, Change, CheckoutRequest, SubscriptionVie
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::payload::Json;
-use poem_openapi::{Object, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 
 pub struct PaymentsApi;
 
@@ -117,6 +117,38 @@ pub struct WebhookAck {
     status: String,
 }
 
+/// Guild Master seats (API-2026-05.md N5.6).
+#[derive(Object, Debug)]
+pub struct GuildMasterSeats {
+    /// `guild_master.seat_cap`; null when there is no cap
+    total: Option<i64>,
+    /// Guild Master subscriptions plus open performer checkouts
+    taken: i64,
+    /// `max(0, total - taken)`; null when there is no cap
+    remaining: Option<i64>,
+    /// false when there is no cap
+    is_full: bool,
+}
+
+#[derive(ApiResponse)]
+pub enum GuildMasterSeatsResponse {
+    /// The seat counter (may be up to 5 s old)
+    #[oai(status = 200)]
+    Ok(
+        Json<GuildMasterSeats>,
+        /// `public, max-age=30`
+        #[oai(header = "Cache-Control")]
+        String,
+    ),
+}
+
+#[derive(Object, Debug)]
+#[oai(rename = "CancelCheckoutAck")]
+pub struct CancelCheckoutAck {
+    /// Always `ok`
+    status: String,
+}
+
 #[OpenApi(tag = "crate::routes::Tag::Payments")]
 impl PaymentsApi {
     /// Start a Stripe Checkout for the Advanced or Performer plan (with a
@@ -130,8 +162,10 @@ impl PaymentsApi {
     ) -> ApiResult<Json<CheckoutSessionResponse>> {
         let user = auth.user();
         let body = body.0;
+        let snap = state.ctx.settings_now().await?;
         let session = payments::create_checkout_session(
             &state.ctx,
+            &snap,
             Buyer {
                 id: user.id,
                 email: &user.email,
@@ -238,5 +272,38 @@ impl PaymentsApi {
         let url =
             payments::create_portal_session(&state.ctx, auth.user().id, &body.0.return_url).await?;
         Ok(Json(PortalSessionResponse { url }))
+    }
+
+    /// Guild Master seats: the cap, the seats taken and whether it is full
+    #[oai(path = "/api/payments/guild-master-seats", method = "get")]
+    async fn guild_master_seats(
+        &self,
+        state: Data<&AppState>,
+    ) -> ApiResult<GuildMasterSeatsResponse> {
+        let snap = state.ctx.settings_now().await?;
+        let seats = payments::guild_master_seats(&state.ctx, &snap).await?;
+        Ok(GuildMasterSeatsResponse::Ok(
+            Json(GuildMasterSeats {
+                total: seats.total,
+                taken: seats.taken,
+                remaining: seats.remaining,
+                is_full: seats.is_full,
+            }),
+            "public, max-age=30".into(),
+        ))
+    }
+
+    /// Abandon the caller's open checkouts: their seat holds free at once
+    /// and the Stripe sessions are expired in the background
+    #[oai(path = "/api/payments/cancel-checkout", method = "post")]
+    async fn cancel_checkout(
+        &self,
+        auth: UserAuth,
+        state: Data<&AppState>,
+    ) -> ApiResult<Json<CancelCheckoutAck>> {
+        payments::cancel_checkout(&state.ctx, auth.user().id).await?;
+        Ok(Json(CancelCheckoutAck {
+            status: "ok".into(),
+        }))
     }
 }

@@ -1,8 +1,10 @@
 //! Checkout, with a free trial for those who never had one.
 
 use super::plans::*;
+use super::seats;
 use super::stripe::*;
 use super::*;
+use crate::settings::Snapshot;
 
 #[derive(Debug, Clone)]
 pub struct CheckoutRequest {
@@ -98,8 +100,14 @@ pub struct Buyer<'a> {
 }
 
 /// `POST /api/payments/create-checkout-session` (API.md §4.15, API-NEXT.md N2).
+///
+/// Every session records a checkout hold (API-2026-05.md N5.6); a performer
+/// checkout under `guild_master.seat_cap` reserves a seat first (409 when
+/// full, before anything is sent to Stripe). The hold is committed before
+/// Stripe is called; a Stripe failure deletes it.
 pub async fn create_checkout_session(
     ctx: &Context,
+    snap: &Snapshot,
     buyer: Buyer<'_>,
     input: &CheckoutRequest,
 ) -> Result<CheckoutSession> {
@@ -109,9 +117,9 @@ pub async fn create_checkout_session(
     // "Invalid price ID" would send the caller looking for the wrong fault.
     let stripe = stripe(ctx)?;
     let price_id = input.price_id.trim();
-    if tier_for_price(config, price_id).is_none() {
+    let Some(tier) = tier_for_price(config, price_id) else {
         return Err(Error::bad_request(MSG_INVALID_PRICE));
-    }
+    };
     for (name, url) in [
         ("success_url", &input.success_url),
         ("cancel_url", &input.cancel_url),
@@ -136,13 +144,49 @@ pub async fn create_checkout_session(
     }
     let trial_days = if trial { config.trial_days } else { 0 };
 
+    let capped = tier == "performer" && snap.settings.guild_master.seat_cap.is_some();
+    let hold = seats::reserve(ctx, snap, user_id, tier).await?;
+    let created = async {
+        let session = stripe_session(
+            ctx,
+            &stripe,
+            buyer,
+            input,
+            row.and_then(|r| r.stripe_customer_id),
+            trial_days,
+            capped.then(|| seats::stripe_expires_at(ctx.clock.now())),
+        )
+        .await?;
+        seats::open(ctx, hold, &session.session_id).await?;
+        Ok::<_, Error>(session)
+    }
+    .await;
+    if created.is_err() {
+        seats::release(ctx, hold).await;
+    }
+    created
+}
+
+/// The Stripe half of a checkout: the customer (once per user), then the
+/// session. No transaction is open while Stripe is called.
+async fn stripe_session(
+    ctx: &Context,
+    stripe: &Stripe<'_>,
+    buyer: Buyer<'_>,
+    input: &CheckoutRequest,
+    known_customer: Option<String>,
+    trial_days: i64,
+    expires_at: Option<i64>,
+) -> Result<CheckoutSession> {
+    let user_id = buyer.id;
+    let price_id = input.price_id.trim();
     let user = user_id.to_string();
     let op = Uuid::new_v4();
 
     // A customer is created once per user. The idempotency key makes
     // concurrent first checkouts get the same customer from Stripe, and the
     // conditional update keeps whichever id was stored first.
-    let customer_id = match row.and_then(|r| r.stripe_customer_id) {
+    let customer_id = match known_customer {
         Some(c) => c,
         None => {
             let form = vec![
@@ -189,6 +233,10 @@ pub async fn create_checkout_session(
             "subscription_data[trial_period_days]",
             trial_days.to_string(),
         ));
+    }
+    if let Some(at) = expires_at {
+        // The session lapses with its seat hold (Stripe's default is 24 h).
+        form.push(field("expires_at", at.to_string()));
     }
     let session = stripe
         .post("/checkout/sessions", &form, &op_key(op, "checkout"))

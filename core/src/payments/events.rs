@@ -122,6 +122,8 @@ pub async fn process_event(ctx: &Context, event: &Event) -> Result<()> {
     tx.commit().await?;
     crate::jobs::wake_relay(ctx);
     pending.publish(ctx).await;
+    // Holds and subscriptions decide the seat count (N5.6).
+    super::seats::forget_seat_count(ctx).await;
     tracing::info!(id = %event.id, kind = %event.kind, "Stripe event processed");
     Ok(())
 }
@@ -151,8 +153,10 @@ enum Prepared {
         subscription: Value,
         bonus: bool,
     },
-    /// Link a checkout session's customer/subscription to its user.
+    /// Link a checkout session's customer/subscription to its user (and
+    /// close the session's seat hold).
     Checkout {
+        session_id: Option<String>,
         user_id: Option<Uuid>,
         customer_id: Option<String>,
         subscription: Option<Value>,
@@ -161,6 +165,8 @@ enum Prepared {
     Subscription(Value),
     Deleted(Value),
     TrialWillEnd(Value),
+    /// A checkout session expired unpaid: its seat hold closes.
+    CheckoutExpired(String),
     PaymentFailed {
         subscription_id: Option<String>,
         customer_id: String,
@@ -254,11 +260,16 @@ async fn prepare(ctx: &Context, event: &Event) -> Result<Prepared> {
                 _ => None,
             };
             Prepared::Checkout {
+                session_id: id_of(&obj["id"]),
                 user_id,
                 customer_id: id_of(&obj["customer"]),
                 subscription,
             }
         }
+        "checkout.session.expired" => match id_of(&obj["id"]) {
+            Some(session_id) => Prepared::CheckoutExpired(session_id),
+            None => Prepared::Skip,
+        },
         "customer.subscription.created" | "customer.subscription.updated" => {
             Prepared::Subscription(obj.clone())
         }
@@ -483,10 +494,14 @@ async fn apply(
             }
         }
         Prepared::Checkout {
+            session_id,
             user_id,
             customer_id,
             subscription,
         } => {
+            if let Some(session_id) = &session_id {
+                super::seats::close(conn, session_id, true).await?;
+            }
             let user = match user_id {
                 Some(u) => find_user(conn, None, None, Some(&u.to_string())).await?,
                 None => find_user(conn, None, customer_id.as_deref(), None).await?,
@@ -620,6 +635,9 @@ async fn apply(
                 )
                 .await?;
             }
+        }
+        Prepared::CheckoutExpired(session_id) => {
+            super::seats::close(conn, &session_id, false).await?;
         }
         Prepared::Schedule(schedule) => {
             apply_schedule(config, conn, event, &schedule).await?;

@@ -127,6 +127,7 @@ mod manage;
 mod notices;
 mod plans;
 mod replay;
+mod seats;
 mod signature;
 mod stripe;
 
@@ -138,6 +139,11 @@ pub use events::{Event, handle_webhook, is_handled, process_event};
 pub use manage::*;
 pub use plans::{Change, SubscriptionView, long_date, subscription};
 pub use replay::{complete_event, send_signed_event};
+pub use seats::{
+    HOLD_MINUTES, HOLD_RETENTION_DAYS, MSG_GUILD_MASTER_FULL, SEAT_COUNT_CACHE_SECONDS, Seats,
+    cancel_checkout, count_taken, delete_holds_of_user, expire_checkout_session, forget_seat_count,
+    guild_master_seats, prune_checkout_holds,
+};
 pub use signature::*;
 
 /// The trial gate of `REQUIRE_VERIFIED_FOR` (API-NEXT.md N3): a checkout that

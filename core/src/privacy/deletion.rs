@@ -487,6 +487,8 @@ async fn delete_rows(ctx: &Context, user_id: Uuid) -> Result<()> {
     ] {
         sqlx::query(sql).bind(user_id).execute(&mut *tx).await?;
     }
+    // Checkout seat holds (API-2026-05.md N5.7); open sessions are expired.
+    crate::payments::delete_holds_of_user(&mut tx, user_id).await?;
     sqlx::query("DELETE FROM email_deliveries WHERE recipient = $1")
         .bind(&email)
         .execute(&mut *tx)
@@ -543,5 +545,6 @@ async fn delete_rows(ctx: &Context, user_id: Uuid) -> Result<()> {
     )
     .await?;
     tx.commit().await?;
+    jobs::wake_relay(ctx);
     Ok(())
 }
