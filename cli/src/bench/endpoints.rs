@@ -171,6 +171,30 @@ pub(super) fn endpoints(f: Arc<Fixtures>) -> Vec<Endpoint> {
                 .bearer_auth(&g.tokens[n as usize % g.tokens.len()])
         }),
     );
+    // Issue 26: the reads the May 2026 pages make on every visit.
+    for path in [
+        "/api/community/upload-check-lab",
+        "/api/community/upload-check",
+    ] {
+        let g = f.clone();
+        add(
+            &format!("GET {path}"),
+            Arc::new(move |c, n| {
+                c.get(format!("{}{path}", g.base))
+                    .bearer_auth(&g.tokens[n as usize % g.tokens.len()])
+            }),
+        );
+    }
+    let g = f.clone();
+    add(
+        "GET /api/payments/guild-master-seats",
+        Arc::new(move |c, _| c.get(format!("{}/api/payments/guild-master-seats", g.base))),
+    );
+    let g = f.clone();
+    add(
+        "GET /api/community/feed (anonymous preview)",
+        Arc::new(move |c, _| c.get(format!("{}/api/community/feed?skip=0&limit=20", g.base))),
+    );
     let g = f.clone();
     add(
         "GET /api/courses/worlds (signed in, If-None-Match: 304)",
