@@ -26,12 +26,13 @@
 //! One file per part: `posts`, `replies` (threads, edit, delete, accept),
 //! `reactions`, `feed` (and its `cache`), `search`, `saved`, `moderation`
 //! (reports, the queue, resolve), `visibility`, `rows` (reading posts as a
-//! viewer sees them), `tags`, `stats`, `slots`, `validation`, `write` (what
-//! every write shares).
+//! viewer sees them), `tags`, `stats` (and `leaderboard`, the snapshot it
+//! reads), `slots`, `validation`, `write` (what every write shares).
 
 pub mod cache;
 mod erasure;
 mod feed;
+pub mod leaderboard;
 mod moderation;
 mod posts;
 mod reactions;
@@ -65,7 +66,7 @@ pub use rewards::Reward;
 pub use saved::{save, saved, unsave};
 pub use search::{escape_like, search};
 pub use slots::{SlotStatus, slot_status, slot_status_conn, slot_status_for};
-pub use stats::{CommunityStats, LeaderboardEntry, simulated_active_now, stats};
+pub use stats::{CommunityStats, simulated_active_now, stats};
 pub use tags::{Tag, tags};
 pub use validation::{Field, Validation};
 pub use write::write_post_not_found;
