@@ -10,7 +10,7 @@
 use mambo_core::community::leaderboard;
 use mambo_core::jobs::AccountDeletionJob;
 use mambo_core::privacy::deletion;
-use mambo_tests::{StatusCode, TestApp, TestUser, eventually, json};
+use mambo_tests::{StatusCode, TestApp, TestUser, eventually};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
