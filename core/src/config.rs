@@ -22,6 +22,9 @@ pub const DEFAULT_MUX_RECONCILE_SCHEDULE: &str = "0 */5 * * * *";
 /// When the worker emails the notification digests: 17:00:00 UTC every day for
 /// daily users; the tick that falls on a Monday also sends the weekly ones.
 pub const DEFAULT_NOTIFICATION_DIGEST_SCHEDULE: &str = "0 0 17 * * *";
+/// When the worker rebuilds the community leaderboards: every minute (N5.4:
+/// boards lag activity by at most 60 s).
+pub const DEFAULT_LEADERBOARD_SCHEDULE: &str = "0 * * * * *";
 
 /// A string that must never reach logs.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -163,6 +166,9 @@ pub struct Config {
     /// (`NOTIFICATION_DIGEST_SCHEDULE`, `0 0 17 * * *`): daily users on every
     /// tick, weekly users on the ticks that fall on a Monday (UTC).
     pub notification_digest_schedule: String,
+    /// Cron schedule of the community leaderboard rebuild
+    /// (`LEADERBOARD_SCHEDULE`, `0 * * * * *`: every minute; N5.4).
+    pub leaderboard_schedule: String,
     /// Seconds a job that completed stays in Redis (its status, payload and
     /// result) before the worker prunes it (`JOB_RETENTION_DONE_SECS`, one day).
     pub job_retention_done_secs: u64,
@@ -417,6 +423,8 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_MUX_RECONCILE_SCHEDULE.into()),
             notification_digest_schedule: get("NOTIFICATION_DIGEST_SCHEDULE")
                 .unwrap_or_else(|| DEFAULT_NOTIFICATION_DIGEST_SCHEDULE.into()),
+            leaderboard_schedule: get("LEADERBOARD_SCHEDULE")
+                .unwrap_or_else(|| DEFAULT_LEADERBOARD_SCHEDULE.into()),
             job_retention_done_secs: non_negative("JOB_RETENTION_DONE_SECS", 86_400)?,
             job_retention_failed_secs: non_negative("JOB_RETENTION_FAILED_SECS", 7 * 86_400)?,
             notifications_heartbeat_seconds: positive("NOTIFICATIONS_HEARTBEAT_SECONDS", 15)?,
@@ -544,6 +552,7 @@ mod tests {
             c.notification_digest_schedule,
             DEFAULT_NOTIFICATION_DIGEST_SCHEDULE
         );
+        assert_eq!(c.leaderboard_schedule, DEFAULT_LEADERBOARD_SCHEDULE);
         assert!(Config::from_map(&map(&[("WORKER_HEARTBEAT_SECONDS", "0")])).is_err());
         assert!(Config::from_map(&map(&[("WORKER_MISSED_HEARTBEATS", "-1")])).is_err());
         let c = Config::from_map(&map(&[("MUX_RECONCILE_SCHEDULE", "*/2 * * * * *")])).unwrap();

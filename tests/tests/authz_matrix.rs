@@ -169,6 +169,7 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
         ),
         ("GET /api/community/search", USER),
         ("GET /api/community/stats", PUBLIC),
+        ("GET /api/community/stats/my-rank", USER),
         ("GET /api/community/tags", PUBLIC),
         ("GET /api/community/upload-check", USER),
         // --- learning (a free, published course)

@@ -48,16 +48,21 @@ pub const MUX_RECONCILE_SCHEDULE: &str = mambo_core::config::DEFAULT_MUX_RECONCI
 pub const NOTIFICATION_DIGEST_SCHEDULE: &str =
     mambo_core::config::DEFAULT_NOTIFICATION_DIGEST_SCHEDULE;
 
+/// Every minute: rebuild the community leaderboards (N5.4).
+/// `LEADERBOARD_SCHEDULE` overrides it.
+pub const LEADERBOARD_SCHEDULE: &str = mambo_core::config::DEFAULT_LEADERBOARD_SCHEDULE;
+
 /// How long the claim of one scheduled tick is kept in Redis. Every worker
 /// process computes the same tick times, so their claims of one tick arrive
 /// within moments of each other; an hour is far longer than any clock skew.
 const TICK_CLAIM_TTL_SECS: u64 = 3600;
 
 /// Every scheduled job.
-const SCHEDULED: [Scheduled; 3] = [
+const SCHEDULED: [Scheduled; 4] = [
     Scheduled::DailyMaintenance,
     Scheduled::MuxReconcile,
     Scheduled::NotificationDigest,
+    Scheduled::LeaderboardRebuild,
 ];
 
 /// The scheduled jobs, each on its own cron worker.
@@ -66,6 +71,7 @@ enum Scheduled {
     DailyMaintenance,
     MuxReconcile,
     NotificationDigest,
+    LeaderboardRebuild,
 }
 
 impl Scheduled {
@@ -74,6 +80,7 @@ impl Scheduled {
             Self::DailyMaintenance => "daily_maintenance",
             Self::MuxReconcile => "mux_reconcile",
             Self::NotificationDigest => "notification_digest",
+            Self::LeaderboardRebuild => "leaderboard_rebuild",
         }
     }
     fn schedule(self, ctx: &Context) -> &str {
@@ -81,6 +88,7 @@ impl Scheduled {
             Self::DailyMaintenance => &ctx.config.daily_maintenance_schedule,
             Self::MuxReconcile => &ctx.config.mux_reconcile_schedule,
             Self::NotificationDigest => &ctx.config.notification_digest_schedule,
+            Self::LeaderboardRebuild => &ctx.config.leaderboard_schedule,
         }
     }
 }
@@ -674,6 +682,11 @@ async fn scheduled_task(
                 notifications::digest::run_scheduled(&ctx, at)
                     .await
                     .map(|_| ())
+            }
+            Scheduled::LeaderboardRebuild => {
+                mambo_core::community::leaderboard::rebuild(&ctx.db, ctx.clock.now())
+                    .await
+                    .map(|r| tracing::debug!(entries = r.entries, "leaderboards rebuilt"))
             }
         }
         .map_err(task_error)

@@ -195,6 +195,29 @@ pub(super) fn endpoints(f: Arc<Fixtures>) -> Vec<Endpoint> {
         "GET /api/community/feed (anonymous preview)",
         Arc::new(move |c, _| c.get(format!("{}/api/community/feed?skip=0&limit=20", g.base))),
     );
+    // N5.4: a board and the caller's rank, both read from the leaderboard
+    // snapshot (plus the caller's live counts for my-rank).
+    let g = f.clone();
+    add(
+        "GET /api/community/stats (period=weekly, category=overall)",
+        Arc::new(move |c, _| {
+            c.get(format!(
+                "{}/api/community/stats?period=weekly&category=overall",
+                g.base
+            ))
+        }),
+    );
+    let g = f.clone();
+    add(
+        "GET /api/community/stats/my-rank",
+        Arc::new(move |c, n| {
+            c.get(format!(
+                "{}/api/community/stats/my-rank?period=all_time&category=overall",
+                g.base
+            ))
+            .bearer_auth(&g.tokens[n as usize % g.tokens.len()])
+        }),
+    );
     let g = f.clone();
     add(
         "GET /api/courses/worlds (signed in, If-None-Match: 304)",

@@ -26,12 +26,13 @@
 //! One file per part: `posts`, `replies` (threads, edit, delete, accept),
 //! `reactions`, `feed` (and its `cache`), `search`, `saved`, `moderation`
 //! (reports, the queue, resolve), `visibility`, `rows` (reading posts as a
-//! viewer sees them), `tags`, `stats`, `slots`, `validation`, `write` (what
-//! every write shares).
+//! viewer sees them), `tags`, `stats` (and `leaderboard`, the snapshot it
+//! reads), `slots`, `validation`, `write` (what every write shares).
 
 pub mod cache;
 mod erasure;
 mod feed;
+pub mod leaderboard;
 mod moderation;
 mod posts;
 mod reactions;
@@ -68,7 +69,7 @@ pub use slots::{
     SlotStatus, question_limit, question_limit_reached, question_status_for, questions_used,
     refused_status, slot_status, slot_status_conn, slot_status_for, upload_check, upload_check_lab,
 };
-pub use stats::{CommunityStats, LeaderboardEntry, simulated_active_now, stats};
+pub use stats::{CommunityStats, simulated_active_now, stats};
 pub use tags::{Tag, tags};
 pub use validation::{Field, Validation};
 pub use write::write_post_not_found;

@@ -1,25 +1,24 @@
 //! Public community stats (§4.9 "Stats").
 
+use super::leaderboard::{self, Board, HALL_OF_FAME_SIZE, RankedMember};
 use crate::Result;
+use chrono::{DateTime, Utc};
 use rand::Rng;
-use serde::Serialize;
 use sqlx::PgPool;
-use uuid::Uuid;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
-pub struct LeaderboardEntry {
-    pub id: Uuid,
-    pub first_name: String,
-    pub avatar_url: Option<String>,
-    pub score: i64,
-    pub rank: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// `GET /stats`: the legacy answer (no board asked for) or a board.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommunityStats {
     pub member_count: i64,
+    /// Simulated in the legacy answer; profiles with a streak touch in the
+    /// last 24 h when a board was asked for.
     pub active_now: i64,
-    pub leaderboard: Vec<LeaderboardEntry>,
+    /// The legacy top 3 by post count, or the board's first `limit`.
+    pub leaderboard: Vec<RankedMember>,
+    /// The top 5 of the all-time overall board, in both answers.
+    pub hall_of_fame: Vec<RankedMember>,
+    /// The board asked for; `None` for the legacy answer.
+    pub board: Option<Board>,
 }
 
 /// `active_now` is simulated (§4.9): `max(3, max(5, floor(members*0.02)) + randint(-3, 5))`.
@@ -29,34 +28,35 @@ pub fn simulated_active_now(member_count: i64) -> i64 {
     std::cmp::max(3, base + jitter)
 }
 
-/// Public community stats (§4.9 "Stats").
-pub async fn stats(db: &PgPool) -> Result<CommunityStats> {
+/// Public community stats (§4.9 "Stats", N5.4). `board` is `None` when the
+/// request sent none of `period`, `category`, `limit`: the legacy answer.
+/// Both read the leaderboard snapshot ([`leaderboard::rebuild`]), never
+/// aggregate over the community's rows.
+pub async fn stats(
+    db: &PgPool,
+    now: DateTime<Utc>,
+    board: Option<(Board, i64)>,
+) -> Result<CommunityStats> {
+    leaderboard::ensure_built(db, now).await?;
     let member_count: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
         .fetch_one(db)
         .await?;
-    let leaderboard: Vec<LeaderboardEntry> = sqlx::query_as(
-        "WITH top AS (
-             SELECT user_id, count(*) AS posts FROM posts
-             GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 3
-         )
-         SELECT top.user_id AS id,
-                COALESCE(pr.first_name, 'User') AS first_name,
-                pr.avatar_url,
-                (top.posts * 5
-                 + COALESCE((SELECT count(*) FROM post_reactions r JOIN posts p ON p.id = r.post_id
-                             WHERE p.user_id = top.user_id), 0) * 2
-                 + COALESCE((SELECT count(*) FROM post_replies rp WHERE rp.user_id = top.user_id), 0) * 3
-                )::bigint AS score,
-                row_number() OVER (ORDER BY top.posts DESC, top.user_id) AS rank
-         FROM top LEFT JOIN user_profiles pr ON pr.user_id = top.user_id
-         ORDER BY rank",
-    )
-    .fetch_all(db)
-    .await?;
-    Ok(CommunityStats {
-        member_count,
-        active_now: simulated_active_now(member_count),
-        leaderboard,
+    let hall_of_fame = leaderboard::board(db, Board::default(), HALL_OF_FAME_SIZE).await?;
+    Ok(match board {
+        None => CommunityStats {
+            member_count,
+            active_now: simulated_active_now(member_count),
+            leaderboard: leaderboard::legacy(db).await?,
+            hall_of_fame,
+            board: None,
+        },
+        Some((b, limit)) => CommunityStats {
+            member_count,
+            active_now: leaderboard::active_now(db, now).await?,
+            leaderboard: leaderboard::board(db, b, limit).await?,
+            hall_of_fame,
+            board: Some(b),
+        },
     })
 }
 

@@ -23,7 +23,7 @@
 //!    (with the replies under them), reactions and saved posts
 //!    (`community::erase_author`, counters kept), notifications, preferences,
 //!    submissions, progress, exports, verification links, broadcast
-//!    recipients and email deliveries; the user row stays as a tombstone (email, names, username,
+//!    recipients, email deliveries and leaderboard entries (N5.7); the user row stays as a tombstone (email, names, username,
 //!    avatar, password and Google link cleared; shown as `Deleted user`) so
 //!    the clave ledger and replies on other people's posts stay.
 
@@ -459,6 +459,9 @@ type DeletionState = (
 async fn delete_rows(ctx: &Context, user_id: Uuid) -> Result<()> {
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
+    // First, before any row lock: it waits for a running leaderboard rebuild
+    // (N5.7), which then cannot put the user's entries back.
+    let leaderboard_entries = community::leaderboard::forget_user(&mut tx, user_id).await?;
     let state: Option<DeletionState> = sqlx::query_as(
         "SELECT rows_done_at, requested_by, host(requested_ip), requested_at
              FROM account_deletions WHERE user_id = $1 FOR UPDATE",
@@ -538,6 +541,7 @@ async fn delete_rows(ctx: &Context, user_id: Uuid) -> Result<()> {
                 "posts_deleted": erased.posts,
                 "reactions_deleted": erased.reactions,
                 "saved_posts_deleted": erased.saved,
+                "leaderboard_entries_deleted": leaderboard_entries,
             })),
             ip: ip.and_then(|ip| ip.parse().ok()),
             at: now,

@@ -23,25 +23,52 @@ pub struct CommunityApi;
 
 #[OpenApi(tag = "crate::routes::Tag::Community")]
 impl CommunityApi {
-    /// Public community stats: members, simulated active count, top 3 posters
+    /// Public community stats: members, active count, a leaderboard and the
+    /// hall of fame. Without `period`, `category` and `limit`: the legacy
+    /// answer (top 3 posters, simulated active count, `period`/`category`
+    /// null); with any of them a board (`period` weekly|monthly|all_time,
+    /// `category` overall|helpful|creative|active, `limit` 1..50)
     #[oai(path = "/api/community/stats", method = "get")]
-    async fn stats(&self, state: Data<&AppState>) -> ApiResult<Json<CommunityStatsOut>> {
-        let s = community::stats(&state.ctx.db).await?;
-        Ok(Json(CommunityStatsOut {
-            member_count: s.member_count,
-            active_now: s.active_now,
-            leaderboard: s
-                .leaderboard
-                .into_iter()
-                .map(|e| CommunityLeaderboardEntryOut {
-                    id: e.id.to_string(),
-                    first_name: e.first_name,
-                    avatar_url: e.avatar_url,
-                    score: e.score,
-                    rank: e.rank,
-                })
-                .collect(),
-        }))
+    async fn stats(
+        &self,
+        state: Data<&AppState>,
+        period: Query<Option<String>>,
+        category: Query<Option<String>>,
+        limit: Query<Option<String>>,
+    ) -> ApiResult<Json<CommunityStatsOut>> {
+        let board = if period.0.is_none() && category.0.is_none() && limit.0.is_none() {
+            None
+        } else {
+            Some(community::leaderboard::parse_query(
+                period.0.as_deref(),
+                category.0.as_deref(),
+                limit.0.as_deref(),
+            )?)
+        };
+        let s = community::stats(&state.ctx.db, state.ctx.clock.now(), board).await?;
+        Ok(Json(s.into()))
+    }
+
+    /// The caller's live score on a board and its rank against the board's
+    /// snapshot (`rank` null when the score is 0)
+    #[oai(path = "/api/community/stats/my-rank", method = "get")]
+    async fn my_rank(
+        &self,
+        state: Data<&AppState>,
+        auth: UserAuth,
+        period: Query<Option<String>>,
+        category: Query<Option<String>>,
+    ) -> ApiResult<Json<MyRankOut>> {
+        let (board, _) =
+            community::leaderboard::parse_query(period.0.as_deref(), category.0.as_deref(), None)?;
+        let r = community::leaderboard::my_rank(
+            &state.ctx.db,
+            auth.user().id,
+            board,
+            state.ctx.clock.now(),
+        )
+        .await?;
+        Ok(Json(r.into()))
     }
 
     /// The feed, newest first (`post_type` stage/lab, `tag`, `skip`, `limit` 1..50)

@@ -154,18 +154,93 @@ pub struct TagOut {
 #[derive(Object, Debug)]
 pub struct CommunityLeaderboardEntryOut {
     pub(super) id: String,
+    /// Absent from the legacy answer's top 3 (its shape is API.md's); present
+    /// (null when unset) on boards and the hall of fame (N5.4)
+    pub(super) username: MaybeUndefined<String>,
     pub(super) first_name: String,
     pub(super) avatar_url: Option<String>,
     pub(super) score: i64,
     pub(super) rank: i64,
 }
 
+impl CommunityLeaderboardEntryOut {
+    /// `with_username`: false for the legacy top 3.
+    pub(super) fn from_member(
+        m: community::leaderboard::RankedMember,
+        with_username: bool,
+    ) -> Self {
+        Self {
+            id: m.id.to_string(),
+            username: match (with_username, m.username) {
+                (false, _) => MaybeUndefined::Undefined,
+                (true, Some(u)) => MaybeUndefined::Value(u),
+                (true, None) => MaybeUndefined::Null,
+            },
+            first_name: m.first_name,
+            avatar_url: m.avatar_url,
+            score: m.score,
+            rank: m.rank,
+        }
+    }
+}
+
 #[derive(Object, Debug)]
 pub struct CommunityStatsOut {
     pub(super) member_count: i64,
-    /// Simulated (§4.9)
+    /// Simulated (§4.9) in the legacy answer; with `period`/`category`/`limit`,
+    /// profiles with a streak touch in the last 24 h (N5.4)
     pub(super) active_now: i64,
+    /// Legacy: the top 3 by post count; otherwise the board's first `limit`
     pub(super) leaderboard: Vec<CommunityLeaderboardEntryOut>,
+    /// The top 5 of the all-time overall board
+    pub(super) hall_of_fame: Vec<CommunityLeaderboardEntryOut>,
+    /// `weekly`, `monthly`, `all_time`; null in the legacy answer
+    pub(super) period: Option<String>,
+    /// `overall`, `helpful`, `creative`, `active`; null in the legacy answer
+    pub(super) category: Option<String>,
+}
+
+impl From<community::CommunityStats> for CommunityStatsOut {
+    fn from(s: community::CommunityStats) -> Self {
+        let boards = s.board.is_some();
+        Self {
+            member_count: s.member_count,
+            active_now: s.active_now,
+            leaderboard: s
+                .leaderboard
+                .into_iter()
+                .map(|m| CommunityLeaderboardEntryOut::from_member(m, boards))
+                .collect(),
+            hall_of_fame: s
+                .hall_of_fame
+                .into_iter()
+                .map(|m| CommunityLeaderboardEntryOut::from_member(m, true))
+                .collect(),
+            period: s.board.map(|b| b.period.as_str().to_string()),
+            category: s.board.map(|b| b.category.as_str().to_string()),
+        }
+    }
+}
+
+#[derive(Object, Debug)]
+pub struct MyRankOut {
+    /// 1 + the snapshot's entries ahead of `score`; null when `score` is 0
+    pub(super) rank: Option<i64>,
+    /// The caller's score on the board, live
+    pub(super) score: i64,
+    pub(super) period: String,
+    pub(super) category: String,
+}
+
+impl From<community::leaderboard::MyRank> for MyRankOut {
+    fn from(r: community::leaderboard::MyRank) -> Self {
+        Self {
+            rank: r.rank,
+            score: r.score,
+            period: r.period.to_string(),
+            category: r.category.to_string(),
+        }
+    }
 }
 
 #[derive(Object, Debug)]
