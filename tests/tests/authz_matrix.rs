@@ -187,6 +187,7 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
         ("GET /api/mux/download-available/{playback_id}", PUBLIC),
         ("GET /api/mux/download-url/{playback_id}", USER),
         ("GET /api/mux/upload-status/{upload_id}", OWNER_OR_ADMIN),
+        ("POST /api/mux/upload-token", ADMIN),
         // An upload for a post: its owner (or an admin).
         ("POST /api/mux/upload-url", OWNER_OR_ADMIN),
         // Unsigned webhooks are refused whoever calls.
