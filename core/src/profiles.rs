@@ -451,8 +451,7 @@ pub const INSTAGRAM_URL_MAX_CHARS: usize = 255;
 fn is_instagram_handle(h: &str) -> bool {
     let n = h.chars().count();
     (1..=30).contains(&n)
-        && h
-            .chars()
+        && h.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
 }
 
@@ -537,9 +536,9 @@ pub async fn update(ctx: &crate::Context, user_id: Uuid, u: ProfileUpdate) -> Re
     validate_update(&ctx.config, &u)?;
     let username = u.username.map(|n| n.to_lowercase());
     // Validated above: the stored form of the link, when one was sent.
-    let instagram: Option<Option<String>> = u.instagram_url.map(|v| {
-        v.and_then(|raw| parse_instagram_url(&raw).ok().flatten())
-    });
+    let instagram: Option<Option<String>> = u
+        .instagram_url
+        .map(|v| v.and_then(|raw| parse_instagram_url(&raw).ok().flatten()));
     if let Some(name) = &username {
         let taken: bool = sqlx::query_scalar(
             "SELECT EXISTS(SELECT 1 FROM user_profiles

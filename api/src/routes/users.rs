@@ -167,6 +167,7 @@ pub struct ProfileUpdateIn {
     /// A handle (`diego`, `@diego.dance`) or an `https://instagram.com/…`
     /// URL, stored as `https://instagram.com/<handle>`; `null` or `""` clears
     /// it, absent leaves it unchanged
+    #[oai(deserialize_with = "crate::routes::auth::strict_maybe_str")]
     pub instagram_url: MaybeUndefined<String>,
 }
 
