@@ -40,6 +40,11 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
         ("GET /health", PUBLIC),
         // --- admin course builder: admin only
         ("GET /api/admin/courses", ADMIN),
+        // --- platform settings (N6.1): admin only
+        ("GET /api/admin/settings", ADMIN),
+        ("PUT /api/admin/settings", ADMIN),
+        ("POST /api/admin/settings/preset", ADMIN),
+        ("GET /api/admin/settings/presets", ADMIN),
         ("GET /api/admin/moderation/reports", ADMIN),
         (
             "POST /api/admin/moderation/reports/{report_id}/resolve",
@@ -488,6 +493,8 @@ fn body(key: &str, f: &Fix, owner: &TestUser, n: &str) -> Option<Value> {
         }
         "POST /api/admin/worlds/{world_id}/levels" => json!({"title": "Free level"}),
         "POST /api/admin/users/{user_id}/claves" => json!({"amount": 5, "reason": "Helper"}),
+        "PUT /api/admin/settings" => json!({}),
+        "POST /api/admin/settings/preset" => json!({"preset": "seed"}),
         "POST /api/ai/chat" | "POST /api/ai_chat/chat" => {
             json!({"messages": [{"role": "user", "content": "Hola"}], "stream": false})
         }
