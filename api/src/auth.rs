@@ -77,10 +77,37 @@ pub async fn resolve_token(req: &Request, token: &str) -> Option<AuthUser> {
 /// `Err` when the database could not be asked (a 503, not a 401: the frontend
 /// drops its token on any 401, which would sign users out during a DB blip).
 async fn lookup_token(req: &Request, token: &str) -> Result<Option<AuthUser>, poem::Error> {
+    lookup_token_of(req, token, TokenKind::Access).await
+}
+
+/// Whether `token` is a valid, unexpired upload token (N5.5), whoever it names.
+pub fn is_upload_token(config: &mambo_core::Config, token: &str) -> bool {
+    decode(config, token, TokenKind::Upload).is_ok()
+}
+
+/// The admin an upload token (N5.5) names, while that user is still an admin
+/// and has not revoked their tokens since; `Ok(None)` otherwise. Only
+/// `POST /api/mux/upload-url` asks: every other door looks for an access
+/// token, which an upload token is not.
+pub async fn resolve_upload_token(
+    req: &Request,
+    token: &str,
+) -> Result<Option<AuthUser>, poem::Error> {
+    Ok(lookup_token_of(req, token, TokenKind::Upload)
+        .await?
+        .filter(AuthUser::is_admin))
+}
+
+/// [`lookup_token`] for a token of `kind`.
+async fn lookup_token_of(
+    req: &Request,
+    token: &str,
+    kind: TokenKind,
+) -> Result<Option<AuthUser>, poem::Error> {
     let Some(state) = req.data::<AppState>() else {
         return Ok(None);
     };
-    let Ok(decoded) = decode(&state.ctx.config, token, TokenKind::Access) else {
+    let Ok(decoded) = decode(&state.ctx.config, token, kind) else {
         return Ok(None);
     };
     let id = decoded.user_id;

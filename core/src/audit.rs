@@ -33,6 +33,8 @@ pub mod action {
     pub const MEDIA_ATTACH: &str = "media.attach";
     /// A video deleted at Mux and cleared from everything showing it.
     pub const MEDIA_DELETE: &str = "media.delete";
+    /// A five-minute Mux upload token issued to an admin (N5.5).
+    pub const MUX_UPLOAD_TOKEN: &str = "mux.upload_token";
     pub const SUBMISSION_GRADE: &str = "submission.grade";
     pub const CLAVES_GRANT: &str = "claves.grant";
     pub const REPORT_RESOLVE: &str = "report.resolve";

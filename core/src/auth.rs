@@ -37,6 +37,10 @@ pub struct Claims {
 pub enum TokenKind {
     Access,
     Refresh,
+    /// A short-lived admin token for Mux direct uploads (N5.5), accepted only
+    /// as `?token=` on `POST /api/mux/upload-url`; every other door refuses
+    /// it because it is not an access token.
+    Upload,
 }
 
 impl TokenKind {
@@ -44,9 +48,13 @@ impl TokenKind {
         match self {
             Self::Access => "access",
             Self::Refresh => "refresh",
+            Self::Upload => "upload",
         }
     }
 }
+
+/// The lifetime of an upload token (N5.5), in seconds.
+pub const UPLOAD_TOKEN_SECONDS: i64 = 300;
 
 /// A token issued at the start of the second `now_unix`.
 pub fn create_token(config: &Config, user_id: Uuid, kind: TokenKind, now_unix: i64) -> String {
@@ -68,6 +76,7 @@ pub fn create_token_at(
     let lifetime = match kind {
         TokenKind::Access => config.access_token_seconds(),
         TokenKind::Refresh => config.refresh_token_seconds(),
+        TokenKind::Upload => UPLOAD_TOKEN_SECONDS,
     };
     let claims = Claims {
         sub: user_id.to_string(),
@@ -166,6 +175,7 @@ pub fn decode(
     match (kind, data.claims.typ.as_deref()) {
         (TokenKind::Access, None | Some("access")) => {}
         (TokenKind::Refresh, Some("refresh")) => {}
+        (TokenKind::Upload, Some("upload")) => {}
         _ => return Err(TokenError::WrongType),
     }
     let user_id = Uuid::parse_str(&data.claims.sub).map_err(|_| TokenError::BadSubject)?;
@@ -391,6 +401,49 @@ mod tests {
         assert_eq!(
             decode_token(&c, &a, TokenKind::Refresh),
             Err(TokenError::WrongType)
+        );
+    }
+
+    #[test]
+    fn upload_tokens_are_only_upload_tokens() {
+        let c = config();
+        let id = Uuid::new_v4();
+        let now = chrono::Utc::now();
+        let u = create_token_at(&c, id, TokenKind::Upload, now);
+        let d = decode(&c, &u, TokenKind::Upload).unwrap();
+        assert_eq!(d.user_id, id);
+        assert_eq!(d.issued_us, Some(now.timestamp_micros()));
+        for kind in [TokenKind::Access, TokenKind::Refresh] {
+            assert_eq!(decode_token(&c, &u, kind), Err(TokenError::WrongType));
+        }
+        let a = create_token_at(&c, id, TokenKind::Access, now);
+        assert_eq!(
+            decode_token(&c, &a, TokenKind::Upload),
+            Err(TokenError::WrongType)
+        );
+        // {sub, exp, type: "upload"}, five minutes.
+        let claims: serde_json::Value = {
+            use base64::Engine;
+            let part = u.split('.').nth(1).unwrap();
+            serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(part)
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        assert_eq!(claims["sub"], id.to_string());
+        assert_eq!(claims["type"], "upload");
+        assert_eq!(claims["exp"], now.timestamp() + UPLOAD_TOKEN_SECONDS);
+        let old = create_token_at(
+            &c,
+            id,
+            TokenKind::Upload,
+            now - chrono::Duration::seconds(UPLOAD_TOKEN_SECONDS + 1),
+        );
+        assert_eq!(
+            decode_token(&c, &old, TokenKind::Upload),
+            Err(TokenError::Invalid)
         );
     }
 

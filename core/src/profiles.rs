@@ -38,6 +38,26 @@ pub struct Profile {
     pub current_claves: i64,
     /// Whether the account's email is verified (N3).
     pub is_verified: bool,
+    /// `https://instagram.com/<handle>` (N5.2).
+    pub instagram_url: Option<String>,
+    /// The subscription row's status; `None` without a row and for the
+    /// untouched row registration creates (`incomplete` without a Stripe id).
+    /// `None` on a public profile.
+    pub subscription_status: Option<String>,
+    /// `false` on a public profile.
+    pub subscription_cancel_at_period_end: bool,
+    /// `None` on a public profile.
+    pub subscription_period_end: Option<chrono::DateTime<chrono::Utc>>,
+    /// The tier a scheduled downgrade moves to (N2); `None` on a public profile.
+    pub subscription_scheduled_tier: Option<String>,
+    /// A trial was ever started for this user's normalised email (N2);
+    /// `false` on a public profile.
+    pub has_used_trial: bool,
+    /// The equipped cosmetics (N7), shown to everyone.
+    pub equipped_border_sku: Option<String>,
+    pub equipped_title_sku: Option<String>,
+    /// The IANA time zone (N10); `None` on a public profile.
+    pub timezone: Option<String>,
     /// Own profile: every badge definition with the user's state, in the
     /// order of `GET /api/badges/`. Public profile: only the earned ones.
     pub badges: Vec<BadgeItem>,
@@ -60,6 +80,15 @@ struct Row {
     reputation: i32,
     current_claves: i32,
     is_verified: bool,
+    instagram_url: Option<String>,
+    subscription_status: Option<String>,
+    subscription_cancel_at_period_end: bool,
+    subscription_period_end: Option<chrono::DateTime<chrono::Utc>>,
+    subscription_scheduled_tier: Option<String>,
+    has_used_trial: bool,
+    equipped_border_sku: Option<String>,
+    equipped_title_sku: Option<String>,
+    timezone: String,
     reactions_given: i32,
     reactions_received: i32,
     solutions_accepted: i32,
@@ -71,6 +100,15 @@ struct Row {
 const SELECT: &str = "SELECT u.id AS user_id, p.first_name, p.last_name, p.username, p.xp, p.level,
         p.streak_count, COALESCE(s.tier, 'rookie') AS tier, u.role, p.avatar_url,
         p.current_level_tag, p.reputation, p.current_claves, u.is_verified,
+        p.instagram_url, p.equipped_border_sku, p.equipped_title_sku, p.timezone,
+        CASE WHEN s.status = 'incomplete' AND s.stripe_subscription_id IS NULL THEN NULL
+             ELSE s.status END AS subscription_status,
+        COALESCE(s.cancel_at_period_end, false) AS subscription_cancel_at_period_end,
+        s.current_period_end AS subscription_period_end,
+        s.scheduled_tier AS subscription_scheduled_tier,
+        (EXISTS (SELECT 1 FROM trial_claims tc
+                 WHERE tc.normalized_email = trial_email_key(u.email))
+         OR EXISTS (SELECT 1 FROM trial_claims tc WHERE tc.user_id = u.id)) AS has_used_trial,
         COALESCE(st.reactions_given_count, 0) AS reactions_given,
         COALESCE(st.reactions_received_count, 0) AS reactions_received,
         COALESCE(st.solutions_accepted_count, 0) AS solutions_accepted,
@@ -127,6 +165,15 @@ async fn build(db: &PgPool, row: Option<Row>, set: BadgeSet) -> Result<Option<Pr
         reputation: r.reputation as i64,
         current_claves: r.current_claves as i64,
         is_verified: r.is_verified,
+        instagram_url: r.instagram_url,
+        subscription_status: r.subscription_status,
+        subscription_cancel_at_period_end: r.subscription_cancel_at_period_end,
+        subscription_period_end: r.subscription_period_end,
+        subscription_scheduled_tier: r.subscription_scheduled_tier,
+        has_used_trial: r.has_used_trial,
+        equipped_border_sku: r.equipped_border_sku,
+        equipped_title_sku: r.equipped_title_sku,
+        timezone: Some(r.timezone),
         badges,
         stats: Stats {
             reactions_given: r.reactions_given as i64,
@@ -158,7 +205,21 @@ pub async fn by_username(db: &PgPool, username: &str) -> Result<Option<Profile>>
     build(db, row, BadgeSet::Earned).await
 }
 
-/// A public profile: someone else's balance is not shown (D31).
+impl Profile {
+    /// What anyone may read (N5.2): no subscription state, no trial history,
+    /// no time zone; the Instagram link and the cosmetics stay.
+    fn redact_private(&mut self) {
+        self.subscription_status = None;
+        self.subscription_cancel_at_period_end = false;
+        self.subscription_period_end = None;
+        self.subscription_scheduled_tier = None;
+        self.has_used_trial = false;
+        self.timezone = None;
+    }
+}
+
+/// A public profile: someone else's balance is not shown (D31); nobody's
+/// subscription, trial or time zone is (N5.2).
 pub async fn public(db: &PgPool, username: &str, viewer: Option<Uuid>) -> Result<Profile> {
     let mut p = by_username(db, username)
         .await?
@@ -166,6 +227,7 @@ pub async fn public(db: &PgPool, username: &str, viewer: Option<Uuid>) -> Result
     if viewer != Some(p.id) {
         p.current_claves = 0;
     }
+    p.redact_private();
     Ok(p)
 }
 
@@ -383,11 +445,69 @@ pub fn check_avatar_url(config: &crate::Config, v: &str) -> std::result::Result<
     Ok(())
 }
 
+/// The longest `instagram_url` accepted (the column's length).
+pub const INSTAGRAM_URL_MAX_CHARS: usize = 255;
+
+fn is_instagram_handle(h: &str) -> bool {
+    let n = h.chars().count();
+    (1..=30).contains(&n)
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
+
+/// `PATCH /api/users/me {instagram_url}` (N5.2): `Ok(None)` clears the link
+/// (`""`); a handle (`diego`, `@diego.dance`) or an `https://instagram.com/…`
+/// / `https://www.instagram.com/…` URL becomes `https://instagram.com/<handle>`
+/// (the first path segment; query and fragment dropped). Otherwise the
+/// contract's message, checked in this order: too long (over 255
+/// characters), not HTTPS, not instagram.com, no handle, a bad handle.
+/// Surrounding whitespace is ignored. A value with neither `:` nor `/` is a
+/// handle attempt, so a bad one (`diego!`) is `Invalid Instagram URL`.
+pub fn parse_instagram_url(raw: &str) -> std::result::Result<Option<String>, &'static str> {
+    if raw.chars().count() > INSTAGRAM_URL_MAX_CHARS {
+        return Err("Instagram URL too long");
+    }
+    let v = raw.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let handle_of = |h: &str| -> std::result::Result<Option<String>, &'static str> {
+        let h = h.strip_prefix('@').unwrap_or(h);
+        if is_instagram_handle(h) {
+            Ok(Some(format!("https://instagram.com/{h}")))
+        } else {
+            Err("Invalid Instagram URL")
+        }
+    };
+    if !v.contains(':') && !v.contains('/') {
+        return handle_of(v);
+    }
+    let url = match url::Url::parse(v) {
+        Ok(u) if u.scheme() == "https" => u,
+        _ => return Err("Instagram URL must use HTTPS"),
+    };
+    match url.host_str().map(|h| h.to_ascii_lowercase()).as_deref() {
+        Some("instagram.com" | "www.instagram.com") => {}
+        _ => return Err("URL must point to instagram.com"),
+    }
+    let first = url
+        .path_segments()
+        .and_then(|mut segs| segs.find(|s| !s.is_empty()))
+        .unwrap_or("");
+    if first.is_empty() {
+        return Err("Instagram URL must include a handle");
+    }
+    handle_of(first)
+}
+
 /// The fields of `PATCH /api/users/me`; `None` leaves a field unchanged.
 #[derive(Debug, Clone, Default)]
 pub struct ProfileUpdate {
     pub avatar_url: Option<String>,
     pub username: Option<String>,
+    /// `Some(None)`: clear the link (`null`); `Some(Some(v))`: parse `v` with
+    /// [`parse_instagram_url`].
+    pub instagram_url: Option<Option<String>>,
 }
 
 pub fn validate_update(config: &crate::Config, u: &ProfileUpdate) -> Result<()> {
@@ -402,6 +522,11 @@ pub fn validate_update(config: &crate::Config, u: &ProfileUpdate) -> Result<()> 
     {
         v.value_error(&["body", "username"], msg, serde_json::json!(name));
     }
+    if let Some(Some(ig)) = &u.instagram_url
+        && let Err(msg) = parse_instagram_url(ig)
+    {
+        v.value_error(&["body", "instagram_url"], msg, serde_json::json!(ig));
+    }
     v.into_result()
 }
 
@@ -410,6 +535,10 @@ pub fn validate_update(config: &crate::Config, u: &ProfileUpdate) -> Result<()> 
 pub async fn update(ctx: &crate::Context, user_id: Uuid, u: ProfileUpdate) -> Result<Profile> {
     validate_update(&ctx.config, &u)?;
     let username = u.username.map(|n| n.to_lowercase());
+    // Validated above: the stored form of the link, when one was sent.
+    let instagram: Option<Option<String>> = u
+        .instagram_url
+        .map(|v| v.and_then(|raw| parse_instagram_url(&raw).ok().flatten()));
     if let Some(name) = &username {
         let taken: bool = sqlx::query_scalar(
             "SELECT EXISTS(SELECT 1 FROM user_profiles
@@ -427,6 +556,7 @@ pub async fn update(ctx: &crate::Context, user_id: Uuid, u: ProfileUpdate) -> Re
         "UPDATE user_profiles
          SET avatar_url = CASE WHEN $2 THEN $3 ELSE avatar_url END,
              username = COALESCE($4, username),
+             instagram_url = CASE WHEN $5 THEN $6 ELSE instagram_url END,
              updated_at = now()
          WHERE user_id = $1",
     )
@@ -434,6 +564,8 @@ pub async fn update(ctx: &crate::Context, user_id: Uuid, u: ProfileUpdate) -> Re
     .bind(u.avatar_url.is_some())
     .bind(&u.avatar_url)
     .bind(&username)
+    .bind(instagram.is_some())
+    .bind(instagram.flatten())
     .execute(&ctx.db)
     .await;
     match updated {
@@ -513,6 +645,81 @@ mod tests {
         }
         let long = format!("https://pub-a.r2.dev/{}", "a".repeat(2048));
         assert_eq!(check_avatar_url(&c, &long), Err("Avatar URL too long"));
+    }
+
+    #[test]
+    fn instagram_links_normalise_to_the_handle_url() {
+        let ok = |v: &str| parse_instagram_url(v).unwrap();
+        let url = |h: &str| Some(format!("https://instagram.com/{h}"));
+        assert_eq!(ok(""), None);
+        assert_eq!(ok("  "), None);
+        assert_eq!(ok("diego"), url("diego"));
+        assert_eq!(ok("@diego.dance"), url("diego.dance"));
+        assert_eq!(ok(" Diego_99 "), url("Diego_99"));
+        assert_eq!(ok(&"a".repeat(30)), url(&"a".repeat(30)));
+        assert_eq!(ok("https://instagram.com/diego"), url("diego"));
+        assert_eq!(ok("https://www.instagram.com/diego/"), url("diego"));
+        assert_eq!(ok("https://WWW.Instagram.com/diego"), url("diego"));
+        assert_eq!(
+            ok("https://instagram.com/diego.dance?igsh=abc&x=1#top"),
+            url("diego.dance")
+        );
+        assert_eq!(ok("https://instagram.com/diego/reels/123"), url("diego"));
+        assert_eq!(ok("https://instagram.com//diego"), url("diego"));
+    }
+
+    #[test]
+    fn instagram_links_are_refused_in_the_contract_order() {
+        let err = |v: &str| parse_instagram_url(v).unwrap_err();
+        // Too long is checked first, whatever else is wrong.
+        assert_eq!(err(&"a".repeat(256)), "Instagram URL too long");
+        assert_eq!(
+            err(&format!("http://evil.com/{}", "a".repeat(250))),
+            "Instagram URL too long"
+        );
+        assert_eq!(
+            parse_instagram_url(&format!("https://instagram.com/{}", "a".repeat(30))),
+            Ok(Some(format!("https://instagram.com/{}", "a".repeat(30))))
+        );
+        for v in [
+            "http://instagram.com/diego",
+            "ftp://instagram.com/diego",
+            "instagram.com/diego",
+            "www.instagram.com/diego",
+            "javascript:alert(1)",
+            "https//instagram.com/diego",
+        ] {
+            assert_eq!(err(v), "Instagram URL must use HTTPS", "{v}");
+        }
+        for v in [
+            "https://evil.com/diego",
+            "https://instagram.com.evil.com/diego",
+            "https://notinstagram.com/diego",
+            "https://m.instagram.com/diego",
+            "https:///diego",
+        ] {
+            assert_eq!(err(v), "URL must point to instagram.com", "{v}");
+        }
+        for v in [
+            "https://instagram.com",
+            "https://instagram.com/",
+            "https://www.instagram.com/?x=1",
+            "https://instagram.com/#diego",
+        ] {
+            assert_eq!(err(v), "Instagram URL must include a handle", "{v}");
+        }
+        for v in [
+            "diego!",
+            "@",
+            "@@diego",
+            "dié go",
+            &"a".repeat(31),
+            "https://instagram.com/bad!handle",
+            "https://instagram.com/%40diego",
+            &format!("https://instagram.com/{}", "a".repeat(31)),
+        ] {
+            assert_eq!(err(v), "Invalid Instagram URL", "{v}");
+        }
     }
 
     #[test]

@@ -40,6 +40,11 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
         ("GET /health", PUBLIC),
         // --- admin course builder: admin only
         ("GET /api/admin/courses", ADMIN),
+        // --- platform settings (N6.1): admin only
+        ("GET /api/admin/settings", ADMIN),
+        ("PUT /api/admin/settings", ADMIN),
+        ("POST /api/admin/settings/preset", ADMIN),
+        ("GET /api/admin/settings/presets", ADMIN),
         ("GET /api/admin/moderation/reports", ADMIN),
         (
             "POST /api/admin/moderation/reports/{report_id}/resolve",
@@ -188,6 +193,7 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
         ("GET /api/mux/download-available/{playback_id}", PUBLIC),
         ("GET /api/mux/download-url/{playback_id}", USER),
         ("GET /api/mux/upload-status/{upload_id}", OWNER_OR_ADMIN),
+        ("POST /api/mux/upload-token", ADMIN),
         // An upload for a post: its owner (or an admin).
         ("POST /api/mux/upload-url", OWNER_OR_ADMIN),
         // Unsigned webhooks are refused whoever calls.
@@ -488,6 +494,8 @@ fn body(key: &str, f: &Fix, owner: &TestUser, n: &str) -> Option<Value> {
         }
         "POST /api/admin/worlds/{world_id}/levels" => json!({"title": "Free level"}),
         "POST /api/admin/users/{user_id}/claves" => json!({"amount": 5, "reason": "Helper"}),
+        "PUT /api/admin/settings" => json!({}),
+        "POST /api/admin/settings/preset" => json!({"preset": "seed"}),
         "POST /api/ai/chat" | "POST /api/ai_chat/chat" => {
             json!({"messages": [{"role": "user", "content": "Hola"}], "stream": false})
         }

@@ -54,6 +54,19 @@ pub(crate) fn strict_opt_str(value: Option<serde_json::Value>) -> ParseResult<Op
     }
 }
 
+/// [`strict_str`] for fields where absent and `null` mean different things.
+pub(crate) fn strict_maybe_str(
+    value: Option<serde_json::Value>,
+) -> ParseResult<poem_openapi::types::MaybeUndefined<String>> {
+    use poem_openapi::types::MaybeUndefined;
+    match value {
+        None => Ok(MaybeUndefined::Undefined),
+        Some(serde_json::Value::Null) => Ok(MaybeUndefined::Null),
+        Some(serde_json::Value::String(s)) => Ok(MaybeUndefined::Value(s)),
+        Some(other) => Err(ParseError::expected_type(other)),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Shapes
 // ---------------------------------------------------------------------------

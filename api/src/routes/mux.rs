@@ -45,6 +45,15 @@ pub enum UploadUrlAnswer {
     MuxUploader(MuxUploaderResponse),
 }
 
+/// `{token, expires_in: 300}` (N5.5).
+#[derive(Object, Debug)]
+pub struct UploadTokenResponse {
+    /// An HS256 JWT `{sub, exp, type: "upload"}`
+    pub token: String,
+    /// Seconds (300)
+    pub expires_in: i64,
+}
+
 #[derive(Object, Debug)]
 pub struct UploadStatusResponse {
     /// Mux's upload status, or `ready` once the video can be played.
@@ -158,6 +167,33 @@ fn parse_upload_body(raw: &[u8]) -> ApiResult<Option<serde_json::Map<String, Val
     }
 }
 
+/// The signed-in caller and the admin (if any) of an upload: the header or
+/// cookie caller, the access token of `?token=`, and (for lesson, course and
+/// level uploads only) the admin an upload token in `?token=` names (N5.5).
+/// An upload token that cannot be used here (its subject is no longer an
+/// admin, or the upload is not for a lesson, course or level) is a 401
+/// `Could not validate credentials`, unless the header or cookie already
+/// signs the caller in for a post or reply upload.
+fn upload_callers(
+    header_user: &Option<AuthUser>,
+    token_user: &Option<AuthUser>,
+    upload: Option<&Option<AuthUser>>,
+    target: &UploadRequest,
+) -> ApiResult<(Option<Caller>, Option<Caller>)> {
+    let content = mux::is_content_upload(target);
+    let upload_admin = upload.and_then(Option::as_ref).filter(|_| content);
+    let admin = [header_user.as_ref(), token_user.as_ref(), upload_admin]
+        .into_iter()
+        .flatten()
+        .find(|u| u.is_admin())
+        .map(caller);
+    if upload.is_some() && admin.is_none() && (content || header_user.is_none()) {
+        return Err(ApiError::msg(401, "Could not validate credentials"));
+    }
+    let user = header_user.as_ref().or(token_user.as_ref()).map(caller);
+    Ok((user, admin))
+}
+
 fn resolution_or(q: Option<String>, allowed: &[&str], msg: &str) -> ApiResult<String> {
     let r = q.unwrap_or_else(|| "high".into());
     if allowed.contains(&r.as_str()) {
@@ -205,16 +241,37 @@ impl MuxApi {
         body: Vec<u8>,
     ) -> ApiResult<Json<UploadUrlAnswer>> {
         let header_user = auth.into_user();
-        let token_user = match token.0.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        // N5.5: an upload token as the bearer or the cookie is no credential
+        // (without the check it would read as anonymous, a 403 for content).
+        if header_user.is_none()
+            && crate::auth::bearer_token(req)
+                .or_else(|| crate::auth::cookie_token(req))
+                .is_some_and(|t| crate::auth::is_upload_token(&state.ctx.config, &t))
+        {
+            return Err(ApiError::msg(401, "Could not validate credentials"));
+        }
+        let query_token = token.0.as_deref().map(str::trim).filter(|t| !t.is_empty());
+        let token_user = match query_token {
             Some(t) => crate::auth::resolve_token(req, t).await,
             None => None,
         };
-        let admin = [&header_user, &token_user]
-            .into_iter()
-            .flatten()
-            .find(|u| u.is_admin())
-            .map(caller);
-        let user = header_user.as_ref().or(token_user.as_ref()).map(caller);
+        // N5.5: `Some(admin or None)` when `?token=` is an upload token.
+        let upload = match query_token {
+            Some(t)
+                if token_user.is_none() && crate::auth::is_upload_token(&state.ctx.config, t) =>
+            {
+                // A database error was logged by the lookup: a 503, not a 401.
+                Some(
+                    crate::auth::resolve_upload_token(req, t)
+                        .await
+                        .map_err(|_| ApiError::msg(503, "Service temporarily unavailable"))?,
+                )
+            }
+            _ => None,
+        };
+        let callers = |target: &UploadRequest| {
+            upload_callers(&header_user, &token_user, upload.as_ref(), target)
+        };
 
         let muxuploader_format = lesson_id.0.is_some() || filename.0.is_some();
         let from_query = UploadRequest {
@@ -228,10 +285,12 @@ impl MuxApi {
             Err(refused) => {
                 // The caller's rights come before what was wrong with the
                 // body: judge them from the query alone.
+                let (user, admin) = callers(&from_query)?;
                 mux::authorize_upload(&state.ctx, user, admin, &from_query).await?;
                 return Err(refused);
             }
         };
+        let (user, admin) = callers(&request)?;
         let created = mux::create_upload(&state.ctx, user, admin, &request).await?;
         Ok(Json(if muxuploader_format {
             UploadUrlAnswer::MuxUploader(MuxUploaderResponse {
@@ -244,6 +303,25 @@ impl MuxApi {
                 upload_url: created.upload_url,
                 status: "success".into(),
             })
+        }))
+    }
+
+    /// A five-minute upload token for MuxUploader (admin): accepted only as
+    /// `?token=` on `POST /api/mux/upload-url` for lesson, course and level
+    /// uploads, while its subject is still an admin; a 401 everywhere else.
+    #[oai(path = "/api/mux/upload-token", method = "post")]
+    async fn upload_token(
+        &self,
+        state: Data<&AppState>,
+        req: &Request,
+        admin: AdminAuth,
+    ) -> ApiResult<Json<UploadTokenResponse>> {
+        let ip = crate::middleware::client_ip(req, &state.ctx.config);
+        let actor = mambo_core::audit::Actor::new(admin.user().id, ip, state.ctx.clock.now());
+        let t = mux::issue_upload_token(&state.ctx, actor).await?;
+        Ok(Json(UploadTokenResponse {
+            token: t.token,
+            expires_in: t.expires_in,
         }))
     }
 

@@ -10,6 +10,7 @@ use mambo_core::profiles::{self, Profile, ProfileUpdate};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
+use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{Object, OpenApi};
 
 pub struct UsersApi;
@@ -92,6 +93,28 @@ pub struct ProfileOut {
     pub current_claves: i64,
     /// Whether the account's email is verified
     pub is_verified: bool,
+    /// `https://instagram.com/<handle>`
+    pub instagram_url: Option<String>,
+    /// The subscription's status (`active`, `trialing`, `past_due`,
+    /// `canceled`, `unpaid`, `incomplete`); null without a subscription and on
+    /// public profiles
+    pub subscription_status: Option<String>,
+    /// False on public profiles
+    pub subscription_cancel_at_period_end: bool,
+    /// The end of the current period; null on public profiles
+    pub subscription_period_end: Option<String>,
+    /// The tier a scheduled change moves to at the period end; null on public
+    /// profiles
+    pub subscription_scheduled_tier: Option<String>,
+    /// Whether a free trial was ever started for this email; false on public
+    /// profiles
+    pub has_used_trial: bool,
+    /// The equipped profile border (shop SKU)
+    pub equipped_border_sku: Option<String>,
+    /// The equipped title (shop SKU)
+    pub equipped_title_sku: Option<String>,
+    /// IANA time zone; null on public profiles
+    pub timezone: Option<String>,
     pub badges: Vec<ProfileBadgeOut>,
     pub stats: ProfileStatsOut,
 }
@@ -113,6 +136,15 @@ impl From<Profile> for ProfileOut {
             reputation: p.reputation,
             current_claves: p.current_claves,
             is_verified: p.is_verified,
+            instagram_url: p.instagram_url,
+            subscription_status: p.subscription_status,
+            subscription_cancel_at_period_end: p.subscription_cancel_at_period_end,
+            subscription_period_end: ts_opt(&p.subscription_period_end),
+            subscription_scheduled_tier: p.subscription_scheduled_tier,
+            has_used_trial: p.has_used_trial,
+            equipped_border_sku: p.equipped_border_sku,
+            equipped_title_sku: p.equipped_title_sku,
+            timezone: p.timezone,
             badges: p.badges.into_iter().map(Into::into).collect(),
             stats: ProfileStatsOut {
                 reactions_given: p.stats.reactions_given,
@@ -132,6 +164,11 @@ pub struct ProfileUpdateIn {
     /// 3–30 characters: letters, digits, underscores; stored lowercased
     #[oai(deserialize_with = "crate::routes::auth::strict_opt_str")]
     pub username: Option<String>,
+    /// A handle (`diego`, `@diego.dance`) or an `https://instagram.com/…`
+    /// URL, stored as `https://instagram.com/<handle>`; `null` or `""` clears
+    /// it, absent leaves it unchanged
+    #[oai(deserialize_with = "crate::routes::auth::strict_maybe_str")]
+    pub instagram_url: MaybeUndefined<String>,
 }
 
 #[derive(Object, Debug, Clone)]
@@ -206,6 +243,11 @@ impl UsersApi {
             ProfileUpdate {
                 avatar_url: b.avatar_url,
                 username: b.username,
+                instagram_url: match b.instagram_url {
+                    MaybeUndefined::Undefined => None,
+                    MaybeUndefined::Null => Some(None),
+                    MaybeUndefined::Value(v) => Some(Some(v)),
+                },
             },
         )
         .await?;
@@ -306,7 +348,7 @@ mod fast_json_shapes {
             earned_at: earned.then(|| "2026-12-02T17:00:00.000000Z".into()),
             display_order: 2,
         };
-        for username in [None, Some("ana".to_string())] {
+        for (username, sub) in [(None, false), (Some("ana".to_string()), true)] {
             assert_same_json(&ProfileOut {
                 id: "8a4f9c52-7d0e-4b7a-9d55-0c8b8f3f1e2a".into(),
                 first_name: "Ana".into(),
@@ -322,6 +364,15 @@ mod fast_json_shapes {
                 reputation: 0,
                 current_claves: 15,
                 is_verified: true,
+                instagram_url: sub.then(|| "https://instagram.com/ana".into()),
+                subscription_status: sub.then(|| "trialing".into()),
+                subscription_cancel_at_period_end: sub,
+                subscription_period_end: sub.then(|| "2026-12-02T17:00:00.000000Z".into()),
+                subscription_scheduled_tier: sub.then(|| "advanced".into()),
+                has_used_trial: sub,
+                equipped_border_sku: sub.then(|| "border_gold".into()),
+                equipped_title_sku: sub.then(|| "title_maestro".into()),
+                timezone: sub.then(|| "Europe/Madrid".into()),
                 badges: vec![badge(true), badge(false)],
                 stats: ProfileStatsOut {
                     reactions_given: 1,

@@ -26,6 +26,47 @@ pub struct CreatedUpload {
     pub upload_url: String,
 }
 
+/// An upload token (N5.5): `{token, expires_in}`.
+#[derive(Debug, Clone)]
+pub struct UploadToken {
+    pub token: String,
+    /// Seconds.
+    pub expires_in: i64,
+}
+
+/// `POST /api/mux/upload-token` (admin, N5.5): a five-minute HS256 JWT
+/// `{sub, exp, type: "upload"}` (plus `iat_us`, so signing out everywhere
+/// revokes it too) for the admin in `actor`, audited as `mux.upload_token`
+/// (the token itself is not recorded).
+pub async fn issue_upload_token(ctx: &Context, actor: audit::Actor) -> Result<UploadToken> {
+    let kind = crate::auth::TokenKind::Upload;
+    let token = crate::auth::create_token_at(&ctx.config, actor.id, kind, actor.at);
+    let expires_in = crate::auth::UPLOAD_TOKEN_SECONDS;
+    let expires_at = actor.at + chrono::Duration::seconds(expires_in);
+    let mut tx = ctx.db.begin().await?;
+    audit::record(
+        &mut tx,
+        actor
+            .entry(
+                audit::action::MUX_UPLOAD_TOKEN,
+                audit::target::USER,
+                actor.id,
+            )
+            .after(json!({ "expires_at": expires_at, "expires_in": expires_in })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(UploadToken { token, expires_in })
+}
+
+/// Whether `req` is a lesson, course or level upload: the only uploads an
+/// upload token may be used for (N5.5).
+pub fn is_content_upload(req: &UploadRequest) -> bool {
+    present(&req.lesson_id).is_some()
+        || present(&req.course_id).is_some()
+        || present(&req.level_id).is_some()
+}
+
 pub(super) fn present(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
