@@ -131,7 +131,7 @@ async fn last_link_token(app: &TestApp, template: &str, to: &str) -> String {
         .to_string()
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
+async fn count(app: &TestApp, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(app.db()).await.unwrap()
 }
 
