@@ -49,7 +49,14 @@ impl FirstTouch {
     }
 }
 
-fn push(v: &mut Violations, loc: &[&str], kind: &str, msg: String, input: &Value, ctx: Option<Value>) {
+fn push(
+    v: &mut Violations,
+    loc: &[&str],
+    kind: &str,
+    msg: String,
+    input: &Value,
+    ctx: Option<Value>,
+) {
     let mut e = json!({ "type": kind, "loc": loc, "msg": msg, "input": input });
     if let Some(c) = ctx {
         e["ctx"] = c;
@@ -86,10 +93,22 @@ fn check_len(v: &mut Violations, loc: &[&str], s: &str, max: usize) -> bool {
 }
 
 fn string_type(v: &mut Violations, loc: &[&str], input: &Value) {
-    push(v, loc, "string_type", "Input should be a valid string".into(), input, None);
+    push(
+        v,
+        loc,
+        "string_type",
+        "Input should be a valid string".into(),
+        input,
+        None,
+    );
 }
 
-fn string_field(v: &mut Violations, field: &str, value: &Option<Value>, max: usize) -> Option<String> {
+fn string_field(
+    v: &mut Violations,
+    field: &str,
+    value: &Option<Value>,
+    max: usize,
+) -> Option<String> {
     match value {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => check_len(v, &["body", field], s, max).then(|| s.clone()),
@@ -117,7 +136,9 @@ pub fn validate(v: &mut Violations, a: &Attribution) -> FirstTouch {
                         map.len()
                     ),
                     &Value::Object(map.clone()),
-                    Some(json!({"field_type": "Dictionary", "max_length": UTM_MAX_KEYS, "actual_length": map.len()})),
+                    Some(
+                        json!({"field_type": "Dictionary", "max_length": UTM_MAX_KEYS, "actual_length": map.len()}),
+                    ),
                 );
             }
             let mut out = Map::new();
@@ -230,7 +251,10 @@ mod tests {
         });
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(t.fbclid.as_deref(), Some("IwAR0abc"));
-        assert_eq!(t.utm, Some(json!({"utm_source": "facebook", "utm_campaign": "spring"})));
+        assert_eq!(
+            t.utm,
+            Some(json!({"utm_source": "facebook", "utm_campaign": "spring"}))
+        );
         assert_eq!(t.landing_url, None);
         assert_eq!(t.referrer.as_deref(), Some("https://l.facebook.com/"));
         let (t, errors) = check(Attribution {
@@ -254,10 +278,17 @@ mod tests {
         let locs: Vec<&Value> = errors.iter().map(|e| &e["loc"]).collect();
         assert_eq!(
             locs,
-            [&json!(["body", "fbclid"]), &json!(["body", "utm"]), &json!(["body", "landing_url"])]
+            [
+                &json!(["body", "fbclid"]),
+                &json!(["body", "utm"]),
+                &json!(["body", "landing_url"])
+            ]
         );
         assert_eq!(errors[0]["type"], "string_too_long");
-        assert_eq!(errors[0]["msg"], "String should have at most 255 characters");
+        assert_eq!(
+            errors[0]["msg"],
+            "String should have at most 255 characters"
+        );
         assert_eq!(errors[1]["type"], "too_long");
         assert_eq!(errors[2]["type"], "string_type");
 
@@ -266,9 +297,18 @@ mod tests {
             ..Default::default()
         });
         let locs: Vec<Value> = errors.iter().map(|e| e["loc"].clone()).collect();
-        assert!(locs.contains(&json!(["body", "utm", "utm_source"])), "{locs:?}");
-        assert!(locs.contains(&json!(["body", "utm", "k".repeat(51), "[key]"])), "{locs:?}");
-        assert!(locs.contains(&json!(["body", "utm", "utm_term"])), "{locs:?}");
+        assert!(
+            locs.contains(&json!(["body", "utm", "utm_source"])),
+            "{locs:?}"
+        );
+        assert!(
+            locs.contains(&json!(["body", "utm", "k".repeat(51), "[key]"])),
+            "{locs:?}"
+        );
+        assert!(
+            locs.contains(&json!(["body", "utm", "utm_term"])),
+            "{locs:?}"
+        );
         let (_, errors) = check(Attribution {
             utm: Some(json!(["a"])),
             ..Default::default()

@@ -188,8 +188,18 @@ pub const WAITLIST_TOO_MANY: &str = "Too many sign-ups from this location. Pleas
 pub async fn check_register_limits(ctx: &Context, snap: &Snapshot, client: &str) -> Result<()> {
     let a = &snap.settings.auth;
     let windows = [
-        (a.register_ip_per_hour, 3600, "register_ip", REGISTER_TOO_MANY_HOUR),
-        (a.register_ip_per_day, 86400, "register_ip_day", REGISTER_TOO_MANY_DAY),
+        (
+            a.register_ip_per_hour,
+            3600,
+            "register_ip",
+            REGISTER_TOO_MANY_HOUR,
+        ),
+        (
+            a.register_ip_per_day,
+            86400,
+            "register_ip_day",
+            REGISTER_TOO_MANY_DAY,
+        ),
     ];
     let mut refused = None;
     for (max, secs, action, message) in windows {

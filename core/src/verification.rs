@@ -258,7 +258,10 @@ pub async fn resend(ctx: &Context, snap: &Snapshot, user_id: Uuid) -> Result<()>
     let per_user = send_per_user(snap);
     ratelimit::hit_all_or_none(
         &ctx.redis,
-        &[Window::counted(per_user.limit, per_user.id(&user_id.to_string()))],
+        &[Window::counted(
+            per_user.limit,
+            per_user.id(&user_id.to_string()),
+        )],
     )
     .await;
     let mut tx = ctx.db.begin().await?;

@@ -335,17 +335,20 @@ async fn the_ip_limit_counts_only_passing_requests_and_windows_follow_the_revisi
 
     // A new revision starts new windows: D and A send again.
     let settings = app
-        .set_settings(&admin, json!({"auth": {"send_verification_ip_per_hour": 4}}))
+        .set_settings(
+            &admin,
+            json!({"auth": {"send_verification_ip_per_hour": 4}}),
+        )
         .await;
     let revision = settings["revision"].as_i64().unwrap();
     assert_eq!(send_verification(&app, &d).await.status(), StatusCode::OK);
     assert_eq!(send_verification(&app, &a).await.status(), StatusCode::OK);
     // The windows are keyed `rate_limit:{action}:{revision}:{id}`.
     let mut conn = app.ctx.redis.conn();
-    let key = app.ctx.redis.key(&format!(
-        "rate_limit:send_verification:{revision}:{}",
-        d.id
-    ));
+    let key = app
+        .ctx
+        .redis
+        .key(&format!("rate_limit:send_verification:{revision}:{}", d.id));
     let n: Option<i64> = redis::cmd("GET")
         .arg(&key)
         .query_async(&mut conn)
@@ -419,7 +422,8 @@ async fn reset_password_signs_in_after_revoking_older_sessions() {
         assert!(set_cookies(&resp).is_empty());
     }
 
-    let body = json!({"token": token, "new_password": "NewPassw0rd", "confirm_password": "NewPassw0rd"});
+    let body =
+        json!({"token": token, "new_password": "NewPassw0rd", "confirm_password": "NewPassw0rd"});
     let resp = post(&app, "/api/auth/reset-password", &body).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let cookies = set_cookies(&resp);
@@ -476,7 +480,12 @@ async fn accounts_scheduled_for_deletion_get_the_invalid_token_400_and_no_cookie
     .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
 
-    let resp = post(&app, "/api/auth/verify-email", &json!({"token": verify_token})).await;
+    let resp = post(
+        &app,
+        "/api/auth/verify-email",
+        &json!({"token": verify_token}),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert!(set_cookies(&resp).is_empty());
     assert_eq!(
@@ -574,7 +583,10 @@ async fn names_are_optional_and_attribution_is_stored_once_never_returned() {
         let (s, me) = json(app.get(path).bearer_auth(&token).send().await.unwrap()).await;
         assert_eq!(s, StatusCode::OK);
         let text = me.to_string();
-        assert!(!text.contains("IwAR0abc") && !text.contains("first_touch"), "{path}: {text}");
+        assert!(
+            !text.contains("IwAR0abc") && !text.contains("first_touch"),
+            "{path}: {text}"
+        );
     }
 
     // The seed frontend's body still works as before; no attribution, nothing stored.
@@ -596,7 +608,10 @@ async fn names_are_optional_and_attribution_is_stored_once_never_returned() {
     .await
     .unwrap();
     assert_eq!(names, ("Ana".into(), "Mambo".into(), "Intermediate".into()));
-    assert_eq!(first_touch(&app, seed_id).await, (None, None, None, None, None));
+    assert_eq!(
+        first_touch(&app, seed_id).await,
+        (None, None, None, None, None)
+    );
 
     // The frontend's explicit nulls are accepted.
     let mut nulls = lean_body("nulls@example.com", "nuller");
@@ -633,15 +648,60 @@ async fn attribution_of_the_wrong_type_or_length_is_422_and_writes_nothing() {
     let many: serde_json::Map<String, Value> =
         (0..21).map(|i| (format!("k{i}"), json!("v"))).collect();
     let cases = [
-        ("fbclid", json!("f".repeat(256)), json!(["body", "fbclid"]), "string_too_long"),
-        ("fbclid", json!(12), json!(["body", "fbclid"]), "string_type"),
-        ("landing_url", json!("u".repeat(501)), json!(["body", "landing_url"]), "string_too_long"),
-        ("landing_url", json!(["x"]), json!(["body", "landing_url"]), "string_type"),
-        ("utm", json!("utm_source=fb"), json!(["body", "utm"]), "dict_type"),
-        ("utm", Value::Object(many), json!(["body", "utm"]), "too_long"),
-        ("utm", json!({"utm_source": 3}), json!(["body", "utm", "utm_source"]), "string_type"),
-        ("utm", json!({"utm_term": "t".repeat(201)}), json!(["body", "utm", "utm_term"]), "string_too_long"),
-        ("utm", json!({"k".repeat(51): "v"}), json!(["body", "utm", "k".repeat(51), "[key]"]), "string_too_long"),
+        (
+            "fbclid",
+            json!("f".repeat(256)),
+            json!(["body", "fbclid"]),
+            "string_too_long",
+        ),
+        (
+            "fbclid",
+            json!(12),
+            json!(["body", "fbclid"]),
+            "string_type",
+        ),
+        (
+            "landing_url",
+            json!("u".repeat(501)),
+            json!(["body", "landing_url"]),
+            "string_too_long",
+        ),
+        (
+            "landing_url",
+            json!(["x"]),
+            json!(["body", "landing_url"]),
+            "string_type",
+        ),
+        (
+            "utm",
+            json!("utm_source=fb"),
+            json!(["body", "utm"]),
+            "dict_type",
+        ),
+        (
+            "utm",
+            Value::Object(many),
+            json!(["body", "utm"]),
+            "too_long",
+        ),
+        (
+            "utm",
+            json!({"utm_source": 3}),
+            json!(["body", "utm", "utm_source"]),
+            "string_type",
+        ),
+        (
+            "utm",
+            json!({"utm_term": "t".repeat(201)}),
+            json!(["body", "utm", "utm_term"]),
+            "string_too_long",
+        ),
+        (
+            "utm",
+            json!({"k".repeat(51): "v"}),
+            json!(["body", "utm", "k".repeat(51), "[key]"]),
+            "string_too_long",
+        ),
     ];
     for (i, (field, value, loc, kind)) in cases.iter().enumerate() {
         let mut body = lean_body(&format!("bad{i}@example.com"), &format!("bad_{i}"));
@@ -650,10 +710,13 @@ async fn attribution_of_the_wrong_type_or_length_is_422_and_writes_nothing() {
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{field} {value}: {v}");
         let detail = v["detail"].as_array().unwrap();
         assert!(
-            detail.iter().any(|e| e["loc"] == *loc && e["type"] == *kind),
+            detail
+                .iter()
+                .any(|e| e["loc"] == *loc && e["type"] == *kind),
             "{field}: {v}"
         );
-        let mut body = json!({"email": format!("wbad{i}@example.com"), "username": format!("wbad_{i}")});
+        let mut body =
+            json!({"email": format!("wbad{i}@example.com"), "username": format!("wbad_{i}")});
         body[*field] = value.clone();
         let (s, v) = json(post(&app, "/api/auth/waitlist", &body).await).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "waitlist {field}: {v}");
@@ -718,7 +781,11 @@ async fn registration_limits_per_client_come_before_the_body_and_count_every_req
     let app = TestApp::spawn_api_only().await;
     // Off by default.
     for i in 0..4 {
-        let (s, v) = register(&app, &lean_body(&format!("d{i}@example.com"), &format!("d_{i}"))).await;
+        let (s, v) = register(
+            &app,
+            &lean_body(&format!("d{i}@example.com"), &format!("d_{i}")),
+        )
+        .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
     let admin = app.admin().await;
@@ -733,7 +800,11 @@ async fn registration_limits_per_client_come_before_the_body_and_count_every_req
         register(&app, &lean_body("h1@example.com", "h_1")).await.0,
         StatusCode::CREATED
     );
-    for body in [lean_body("h2@example.com", "h_2"), json!({"email": 5}), json!([])] {
+    for body in [
+        lean_body("h2@example.com", "h_2"),
+        json!({"email": 5}),
+        json!([]),
+    ] {
         let resp = post(&app, "/api/auth/register", &body).await;
         assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS, "{body}");
         let retry = retry_after(&resp);
@@ -750,10 +821,17 @@ async fn registration_limits_per_client_come_before_the_body_and_count_every_req
     )
     .await;
     assert_eq!(
-        register(&app, &lean_body("day1@example.com", "day_1")).await.0,
+        register(&app, &lean_body("day1@example.com", "day_1"))
+            .await
+            .0,
         StatusCode::CREATED
     );
-    let resp = post(&app, "/api/auth/register", &lean_body("day2@example.com", "day_2")).await;
+    let resp = post(
+        &app,
+        "/api/auth/register",
+        &lean_body("day2@example.com", "day_2"),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry = retry_after(&resp);
     assert!((3600..=86400).contains(&retry), "{retry}");
@@ -781,7 +859,11 @@ async fn registration_limits_fail_open_when_redis_is_down() {
     )
     .await;
     for i in 0..3 {
-        let (s, v) = register(&app, &lean_body(&format!("o{i}@example.com"), &format!("o_{i}"))).await;
+        let (s, v) = register(
+            &app,
+            &lean_body(&format!("o{i}@example.com"), &format!("o_{i}")),
+        )
+        .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         let (s, v) = json(
             post(
@@ -826,11 +908,20 @@ async fn the_waitlist_honeypot_answers_normally_and_changes_nothing() {
     assert_eq!(v["message"], "Welcome to the Inner Circle.");
     assert!(v["user_id"].as_str().unwrap().parse::<Uuid>().is_ok());
     let rc = v["referral_code"].as_str().unwrap();
-    assert!(rc.len() == 8 && rc.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase()), "{rc}");
+    assert!(
+        rc.len() == 8
+            && rc
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase()),
+        "{rc}"
+    );
     assert!(v["position"].as_i64().unwrap() >= 1);
     // Nothing at all happened.
     assert_eq!(count(&app, "SELECT count(*) FROM users").await, users);
-    assert_eq!(count(&app, "SELECT count(*) FROM job_outbox").await, outbox_rows);
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM job_outbox").await,
+        outbox_rows
+    );
     assert_eq!(count(&app, "SELECT count(*) FROM user_badges").await, 0);
     let referrals: i32 =
         sqlx::query_scalar("SELECT referral_count FROM user_profiles WHERE user_id = $1")
@@ -912,7 +1003,11 @@ async fn the_waitlist_limit_per_client_is_checked_first() {
         );
     }
     assert_eq!(
-        count(&app, "SELECT count(*) FROM users WHERE email LIKE 'w%@example.com'").await,
+        count(
+            &app,
+            "SELECT count(*) FROM users WHERE email LIKE 'w%@example.com'"
+        )
+        .await,
         1
     );
 }
@@ -936,7 +1031,15 @@ async fn forgot_password_names_the_oauth_provider_and_sends_nothing() {
         .execute(app.db())
         .await
         .unwrap();
-        let (s, v) = json(post(&app, "/api/auth/forgot-password", &json!({"email": u.email})).await).await;
+        let (s, v) = json(
+            post(
+                &app,
+                "/api/auth/forgot-password",
+                &json!({"email": u.email}),
+            )
+            .await,
+        )
+        .await;
         assert_eq!(
             (s, v),
             (
@@ -950,18 +1053,34 @@ async fn forgot_password_names_the_oauth_provider_and_sends_nothing() {
     // Email accounts and unknown addresses: the usual body, key absent.
     let email_user = app.student().await;
     for email in [email_user.email.as_str(), "nobody@example.com"] {
-        let (s, v) = json(post(&app, "/api/auth/forgot-password", &json!({"email": email})).await).await;
+        let (s, v) =
+            json(post(&app, "/api/auth/forgot-password", &json!({"email": email})).await).await;
         assert_eq!((s, v), (StatusCode::OK, json!({"message": FORGOT_MESSAGE})));
     }
     assert_eq!(
-        outbox(&app, "password_reset", &email_user.email).await.len(),
+        outbox(&app, "password_reset", &email_user.email)
+            .await
+            .len(),
         1
     );
     // The route's limits come first: past them the provider is not named.
     let google = &oauth[0];
     for _ in 0..4 {
-        post(&app, "/api/auth/forgot-password", &json!({"email": google.email})).await;
+        post(
+            &app,
+            "/api/auth/forgot-password",
+            &json!({"email": google.email}),
+        )
+        .await;
     }
-    let (s, v) = json(post(&app, "/api/auth/forgot-password", &json!({"email": google.email})).await).await;
+    let (s, v) = json(
+        post(
+            &app,
+            "/api/auth/forgot-password",
+            &json!({"email": google.email}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!((s, v), (StatusCode::OK, json!({"message": FORGOT_MESSAGE})));
 }
