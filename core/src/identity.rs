@@ -6,9 +6,11 @@
 
 use crate::auth::{self, TokenError, TokenKind, Tokens, Verified, sign_jwt};
 use crate::economy::{self, Amounts, reason};
+use crate::first_touch::{self, Attribution, FirstTouch};
 use crate::identity_rules::{is_valid_email, validate_password, validate_username};
 use crate::jobs::{self, EmailJob};
-use crate::ratelimit::{self, Decision};
+use crate::ratelimit::{self, Configured, Decision};
+use crate::settings::Snapshot;
 use crate::users::{self, NewUser, normalize_email, normalize_level_tag};
 use crate::violations::Violations;
 use crate::{Context, Error, Result, disposable_email, sessions, streaks, verification};
@@ -84,14 +86,19 @@ pub struct RegisterInput {
     pub username: String,
     pub password: String,
     pub confirm_password: String,
-    pub first_name: String,
-    pub last_name: String,
+    /// Absent: the stored (lowercased) username (N5.1).
+    pub first_name: Option<String>,
+    /// Absent: `""`.
+    pub last_name: Option<String>,
     pub current_level_tag: Option<String>,
+    /// `fbclid`, `utm`, `landing_url` and the `Referer` header (N5.1).
+    pub attribution: Attribution,
 }
 
 /// The 422 checks of the register body, all fields at once, then the
-/// confirmation (only when every field is valid, as pydantic does).
-pub fn validate_register(input: &RegisterInput) -> Result<()> {
+/// confirmation (only when every field is valid, as pydantic does). Returns
+/// the first touch to record.
+pub fn validate_register(input: &RegisterInput) -> Result<FirstTouch> {
     let mut v = Violations::new();
     check_email_field(&mut v, &["body", "email"], &input.email);
     if let Err(msg) = validate_username(&input.username) {
@@ -100,6 +107,7 @@ pub fn validate_register(input: &RegisterInput) -> Result<()> {
     if let Err(msg) = validate_password(&input.password) {
         v.value_error(&["body", "password"], msg, json!(input.password));
     }
+    let touch = first_touch::validate(&mut v, &input.attribution);
     if v.is_empty() && input.password != input.confirm_password {
         v.value_error(
             &["body"],
@@ -115,7 +123,8 @@ pub fn validate_register(input: &RegisterInput) -> Result<()> {
             }),
         );
     }
-    v.into_result()
+    v.into_result()?;
+    Ok(touch)
 }
 
 /// The 400 of a well-formed address whose domain has no dot.
@@ -167,15 +176,72 @@ fn map_duplicate(e: Error, email_msg: &str, username_msg: &str) -> Error {
     }
 }
 
+pub const REGISTER_TOO_MANY_HOUR: &str = "Too many registration attempts. Please try again later.";
+pub const REGISTER_TOO_MANY_DAY: &str =
+    "Daily registration limit reached. Please try again tomorrow.";
+pub const WAITLIST_TOO_MANY: &str = "Too many sign-ups from this location. Please try again later.";
+
+/// The per-client registration limits of the settings (N5.1; 0 = off, the
+/// default): `auth.register_ip_per_hour`, then `auth.register_ip_per_day`.
+/// Checked before the body is looked at; every request counts in each window
+/// that is on; fail-open when Redis is down.
+pub async fn check_register_limits(ctx: &Context, snap: &Snapshot, client: &str) -> Result<()> {
+    let a = &snap.settings.auth;
+    let windows = [
+        (
+            a.register_ip_per_hour,
+            3600,
+            "register_ip",
+            REGISTER_TOO_MANY_HOUR,
+        ),
+        (
+            a.register_ip_per_day,
+            86400,
+            "register_ip_day",
+            REGISTER_TOO_MANY_DAY,
+        ),
+    ];
+    let mut refused = None;
+    for (max, secs, action, message) in windows {
+        if max <= 0 {
+            continue;
+        }
+        let limit = Configured::new(action, max, secs, snap.revision);
+        if let Decision::Limited { retry_after } =
+            ratelimit::hit_configured(&ctx.redis, &limit, client).await
+        {
+            refused.get_or_insert((message, retry_after));
+        }
+    }
+    match refused {
+        Some((message, retry_after)) => Err(Error::too_many(message, retry_after)),
+        None => Ok(()),
+    }
+}
+
+/// `auth.waitlist_ip_per_hour` per client (0 = off, the default), checked
+/// before anything else on the waitlist; every request counts.
+pub async fn check_waitlist_limit(ctx: &Context, snap: &Snapshot, client: &str) -> Result<()> {
+    let max = snap.settings.auth.waitlist_ip_per_hour;
+    if max <= 0 {
+        return Ok(());
+    }
+    let limit = Configured::new("waitlist_ip", max, 3600, snap.revision);
+    match ratelimit::hit_configured(&ctx.redis, &limit, client).await {
+        Decision::Limited { retry_after } => Err(Error::too_many(WAITLIST_TOO_MANY, retry_after)),
+        _ => Ok(()),
+    }
+}
+
 /// Creates an email account with the 15-clave starter bonus (§3.1). Returns users.id.
 pub async fn register(ctx: &Context, input: RegisterInput) -> Result<Uuid> {
-    validate_register(&input)?;
-    register_checked(ctx, input)
+    let touch = validate_register(&input)?;
+    register_checked(ctx, input, touch)
         .await
         .map_err(|e| or_500(e, "registration", "Registration failed. Please try again."))
 }
 
-async fn register_checked(ctx: &Context, input: RegisterInput) -> Result<Uuid> {
+async fn register_checked(ctx: &Context, input: RegisterInput, touch: FirstTouch) -> Result<Uuid> {
     let email = normalize_email(&input.email);
     check_email_format(&email)?;
     disposable_email::check_permanent(&email)?;
@@ -188,7 +254,15 @@ async fn register_checked(ctx: &Context, input: RegisterInput) -> Result<Uuid> {
     }
     let hash = auth::hash_password(input.password).await?;
 
-    let mut nu = NewUser::student(&email, input.first_name.trim(), input.last_name.trim());
+    // N5.1: the names became optional; the username stands in for the first.
+    let first_name = input
+        .first_name
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or(&username)
+        .to_string();
+    let last_name = input.last_name.as_deref().map(str::trim).unwrap_or("");
+    let mut nu = NewUser::student(&email, &first_name, last_name);
     nu.hashed_password = Some(hash);
     nu.username = Some(username);
     nu.current_level_tag = normalize_level_tag(input.current_level_tag.as_deref());
@@ -197,6 +271,7 @@ async fn register_checked(ctx: &Context, input: RegisterInput) -> Result<Uuid> {
     let result: Result<Uuid> = async {
         let mut tx = ctx.db.begin().await?;
         let id = users::create_user(&mut tx, &nu).await?;
+        first_touch::record(&mut tx, id, &touch, ctx.clock.now()).await?;
         economy::credit(
             &mut tx,
             id,
@@ -322,6 +397,8 @@ pub struct WaitlistInput {
     pub email: String,
     pub username: String,
     pub referrer_code: Option<String>,
+    /// `fbclid`, `utm`, `landing_url` and the `Referer` header (N5.1).
+    pub attribution: Attribution,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -336,26 +413,48 @@ const USERNAME_RESERVED: &str = "This username is reserved. Choose another.";
 /// Referrals that earn the referrer the `beta_tester` badge.
 const BETA_TESTER_REFERRALS: i32 = 3;
 
-pub fn validate_waitlist(input: &WaitlistInput) -> Result<()> {
+pub fn validate_waitlist(input: &WaitlistInput) -> Result<FirstTouch> {
     let mut v = Violations::new();
     check_email_field(&mut v, &["body", "email"], &input.email);
     if let Err(msg) = validate_username(input.username.trim()) {
         v.value_error(&["body", "username"], msg, json!(input.username));
     }
-    v.into_result()
+    let touch = first_touch::validate(&mut v, &input.attribution);
+    v.into_result()?;
+    Ok(touch)
+}
+
+/// The waitlist's answer to a filled honeypot (`hp`, N5.1): the normal shape
+/// (a random user id and referral code, a plausible position) and no effect
+/// at all; only a read, so nothing is stored, sent, awarded or counted.
+pub async fn waitlist_decoy(ctx: &Context) -> Result<WaitlistJoined> {
+    let position: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM user_badges WHERE badge_id = 'founder_diamond'")
+            .fetch_one(&ctx.db)
+            .await
+            .unwrap_or(0);
+    Ok(WaitlistJoined {
+        user_id: Uuid::new_v4(),
+        referral_code: users::new_referral_code(),
+        position: position + 1,
+    })
 }
 
 /// Joins the waitlist (§3.1, D24): user, profile, subscription, referral
 /// count, founder badge, referrer's beta-tester badge and the welcome email,
 /// all in one transaction.
 pub async fn join_waitlist(ctx: &Context, input: WaitlistInput) -> Result<WaitlistJoined> {
-    validate_waitlist(&input)?;
-    join_waitlist_checked(ctx, input)
+    let touch = validate_waitlist(&input)?;
+    join_waitlist_checked(ctx, input, touch)
         .await
         .map_err(|e| or_500(e, "waitlist join", "Failed to join waitlist."))
 }
 
-async fn join_waitlist_checked(ctx: &Context, input: WaitlistInput) -> Result<WaitlistJoined> {
+async fn join_waitlist_checked(
+    ctx: &Context,
+    input: WaitlistInput,
+    touch: FirstTouch,
+) -> Result<WaitlistJoined> {
     let email = normalize_email(&input.email);
     disposable_email::check_permanent(&email)?;
     if email_taken(ctx, &email).await? {
@@ -377,6 +476,7 @@ async fn join_waitlist_checked(ctx: &Context, input: WaitlistInput) -> Result<Wa
         nu.auth_provider = "waitlist".into();
         nu.username = Some(username.clone());
         let user_id = users::create_user(&mut tx, &nu).await?;
+        first_touch::record(&mut tx, user_id, &touch, ctx.clock.now()).await?;
 
         // The referrer, if the code is someone else's.
         let referrer: Option<(Uuid, i32)> = match &referrer_code {
@@ -575,8 +675,10 @@ pub fn validate_forgot(email: &str) -> Result<()> {
     v.into_result()
 }
 
-/// Forgot-password (§3.1): the answer never depends on the account; limits are silent.
-pub async fn forgot_password(ctx: &Context, email: &str, client: &str) -> Result<()> {
+/// Forgot-password (§3.1): the answer never depends on the account; limits
+/// are silent. Past the limits, a `google` or `apple` account gets no email
+/// and its provider is returned, which the route adds to the answer (N5.1).
+pub async fn forgot_password(ctx: &Context, email: &str, client: &str) -> Result<Option<String>> {
     validate_forgot(email)?;
     let email = normalize_email(email);
     if ratelimit::hit(&ctx.redis, &ratelimit::FORGOT_PASSWORD, &email)
@@ -587,37 +689,46 @@ pub async fn forgot_password(ctx: &Context, email: &str, client: &str) -> Result
             .is_limited()
     {
         tracing::info!("forgot-password rate limited; answering as usual");
-        return Ok(());
+        return Ok(None);
     }
-    if let Err(e) = send_reset(ctx, &email).await {
-        tracing::error!(error = %e, "forgot-password failed; answering as usual");
+    match send_reset(ctx, &email).await {
+        Ok(provider) => Ok(provider),
+        Err(e) => {
+            tracing::error!(error = %e, "forgot-password failed; answering as usual");
+            Ok(None)
+        }
     }
-    Ok(())
 }
 
-async fn send_reset(ctx: &Context, email: &str) -> Result<()> {
-    let row: Option<(Uuid, String, Option<String>)> =
-        sqlx::query_as("SELECT id, auth_provider, hashed_password FROM users WHERE email = $1")
-            .bind(email)
-            .fetch_optional(&ctx.db)
-            .await?;
+/// Queues the reset email when the account may reset; returns the provider
+/// of an OAuth (`google`/`apple`) account instead. An account scheduled for
+/// deletion is treated as unknown (its reset would be refused anyway).
+async fn send_reset(ctx: &Context, email: &str) -> Result<Option<String>> {
+    let row: Option<(Uuid, String, Option<String>)> = sqlx::query_as(
+        "SELECT id, auth_provider, hashed_password FROM users
+         WHERE email = $1 AND deletion_requested_at IS NULL",
+    )
+    .bind(email)
+    .fetch_optional(&ctx.db)
+    .await?;
     let Some((user_id, provider, hash)) = row else {
-        return Ok(());
+        return Ok(None);
     };
     let eligible = match provider.as_str() {
         "email" => hash.is_some(),
         "waitlist" => ctx.config.allow_account_claim,
+        "google" | "apple" => return Ok(Some(provider)),
         _ => false,
     };
     if !eligible {
-        return Ok(());
+        return Ok(None);
     }
     let token = create_reset_token(ctx, user_id, hash.as_deref());
     let mut tx = ctx.db.begin().await?;
     jobs::enqueue(&mut tx, &reset_email(ctx, email, &token)?).await?;
     tx.commit().await?;
     jobs::wake_relay(ctx);
-    Ok(())
+    Ok(None)
 }
 
 #[derive(Debug, Clone)]
@@ -647,8 +758,11 @@ pub fn validate_reset(input: &ResetInput) -> Result<()> {
 }
 
 /// Sets a new password from a reset token (§3.1). A waitlist account that
-/// claims itself becomes an email account, verified.
-pub async fn reset_password(ctx: &Context, input: ResetInput) -> Result<()> {
+/// claims itself becomes an email account, verified. Returns tokens issued at
+/// the instant of N3's revocation of every older one, so the route signs the
+/// account in with a session that survives the reset (N5.1). An account
+/// scheduled for deletion gets the invalid-token 400.
+pub async fn reset_password(ctx: &Context, input: ResetInput) -> Result<Tokens> {
     validate_reset(&input)?;
     reset_checked(ctx, input).await.map_err(|e| {
         if e.status() >= 500 {
@@ -660,14 +774,16 @@ pub async fn reset_password(ctx: &Context, input: ResetInput) -> Result<()> {
     })
 }
 
-async fn reset_checked(ctx: &Context, input: ResetInput) -> Result<()> {
+async fn reset_checked(ctx: &Context, input: ResetInput) -> Result<Tokens> {
     let (user_id, pfp) =
         decode_reset_token(ctx, &input.token).ok_or_else(|| Error::bad_request(INVALID_RESET))?;
-    let row: Option<(String, Option<String>)> =
-        sqlx::query_as("SELECT auth_provider, hashed_password FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_optional(&ctx.db)
-            .await?;
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT auth_provider, hashed_password FROM users
+         WHERE id = $1 AND deletion_requested_at IS NULL",
+    )
+    .bind(user_id)
+    .fetch_optional(&ctx.db)
+    .await?;
     let Some((provider, old_hash)) = row else {
         return Err(Error::bad_request(INVALID_RESET));
     };
@@ -696,7 +812,8 @@ async fn reset_checked(ctx: &Context, input: ResetInput) -> Result<()> {
              auth_provider = CASE WHEN auth_provider = 'waitlist' THEN 'email' ELSE auth_provider END,
              is_verified = CASE WHEN auth_provider = 'waitlist' THEN true ELSE is_verified END,
              updated_at = now()
-         WHERE id = $1 AND hashed_password IS NOT DISTINCT FROM $3",
+         WHERE id = $1 AND hashed_password IS NOT DISTINCT FROM $3
+           AND deletion_requested_at IS NULL",
     )
     .bind(user_id)
     .bind(&new_hash)
@@ -706,11 +823,12 @@ async fn reset_checked(ctx: &Context, input: ResetInput) -> Result<()> {
     if updated.rows_affected() == 0 {
         return Err(Error::bad_request(INVALID_RESET));
     }
-    // A reset signs the account out everywhere (N3).
-    sessions::revoke_tokens(&mut tx, user_id, ctx.clock.now()).await?;
+    // A reset signs the account out everywhere (N3), then in here (N5.1).
+    let now = ctx.clock.now();
+    sessions::revoke_tokens(&mut tx, user_id, now).await?;
     tx.commit().await?;
     ctx.callers.forget(user_id);
-    Ok(())
+    Ok(auth::issue_tokens_at(&ctx.config, user_id, now))
 }
 
 #[cfg(test)]
@@ -746,9 +864,10 @@ mod tests {
             username: "dancer_1".into(),
             password: "abcdefg1".into(),
             confirm_password: "abcdefg1".into(),
-            first_name: "A".into(),
-            last_name: "B".into(),
+            first_name: Some("A".into()),
+            last_name: Some("B".into()),
             current_level_tag: None,
+            attribution: Attribution::default(),
         };
         assert!(validate_register(&ok).is_ok());
         let mut bad = ok.clone();

@@ -21,6 +21,7 @@ pub mod economy;
 pub mod email;
 pub mod email_templates;
 pub mod error;
+pub mod first_touch;
 pub mod identity;
 pub mod identity_rules;
 pub mod jobs;

@@ -13,7 +13,8 @@
 use crate::auth::sign_jwt;
 use crate::email_templates;
 use crate::jobs::{self, EmailJob};
-use crate::ratelimit::{self, Decision, Limit};
+use crate::ratelimit::{self, AllDecision, Configured, Decision, Limit, Window};
+use crate::settings::Snapshot;
 use crate::{Config, Context, Error, Result};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -38,6 +39,36 @@ pub const RESEND: Limit = Limit {
     max: 3,
     window_secs: 3600,
 };
+
+/// `POST /api/auth/send-verification`'s answer when a link was sent.
+pub const SENT: &str = "Verification email sent";
+/// `send-verification`'s 429 per user.
+pub const TOO_MANY_PER_USER: &str =
+    "Too many verification email requests. Please wait a few minutes before trying again.";
+/// `send-verification`'s 429 per client address.
+pub const TOO_MANY_PER_IP: &str =
+    "Too many verification email requests from this network. Please try again later.";
+
+/// `send-verification` per user: `auth.send_verification_per_user` per 10
+/// minutes. Every send through either route counts in it.
+pub fn send_per_user(snap: &Snapshot) -> Configured {
+    Configured::new(
+        "send_verification",
+        snap.settings.auth.send_verification_per_user,
+        600,
+        snap.revision,
+    )
+}
+
+/// `send-verification` per client address: `auth.send_verification_ip_per_hour`.
+pub fn send_per_ip(snap: &Snapshot) -> Configured {
+    Configured::new(
+        "send_verification_ip",
+        snap.settings.auth.send_verification_ip_per_hour,
+        3600,
+        snap.revision,
+    )
+}
 
 /// The actions `REQUIRE_VERIFIED_FOR` names.
 pub mod action {
@@ -171,15 +202,19 @@ fn decode(ctx: &Context, token: &str) -> Option<(Uuid, Uuid)> {
 }
 
 /// `POST /api/auth/verify-email`: uses the link and marks the account
-/// verified. A used, expired or forged token is a 400.
-pub async fn verify(ctx: &Context, token: &str) -> Result<()> {
+/// verified; returns the account, which the route signs in. A used, expired or
+/// forged token is a 400, and so is the link of an account scheduled for
+/// deletion (which cannot sign in, N3); a refused link stays unused.
+pub async fn verify(ctx: &Context, token: &str) -> Result<Uuid> {
     let (user_id, id) = decode(ctx, token).ok_or_else(|| Error::bad_request(INVALID_TOKEN))?;
     let now = ctx.clock.now();
     let mut tx = ctx.db.begin().await?;
     // Conditional: of two concurrent uses of one link, one wins.
     let used = sqlx::query(
         "UPDATE email_verifications SET used_at = $3
-         WHERE id = $1 AND user_id = $2 AND used_at IS NULL AND expires_at > $3",
+         WHERE id = $1 AND user_id = $2 AND used_at IS NULL AND expires_at > $3
+           AND EXISTS (SELECT 1 FROM users u
+                       WHERE u.id = $2 AND u.deletion_requested_at IS NULL)",
     )
     .bind(id)
     .bind(user_id)
@@ -195,12 +230,14 @@ pub async fn verify(ctx: &Context, token: &str) -> Result<()> {
         .await?;
     tx.commit().await?;
     ctx.callers.forget(user_id);
-    Ok(())
+    Ok(user_id)
 }
 
 /// `POST /api/auth/resend-verification`: a fresh link by email. 400 when the
 /// account is verified already; 429 (with `Retry-After`) past [`RESEND`].
-pub async fn resend(ctx: &Context, user_id: Uuid) -> Result<()> {
+/// A send also counts in `send-verification`'s per-user window
+/// ([`send_per_user`]), so alternating the routes does not double the budget.
+pub async fn resend(ctx: &Context, snap: &Snapshot, user_id: Uuid) -> Result<()> {
     let row: Option<(String, bool)> =
         sqlx::query_as("SELECT email, is_verified FROM users WHERE id = $1")
             .bind(user_id)
@@ -218,11 +255,74 @@ pub async fn resend(ctx: &Context, user_id: Uuid) -> Result<()> {
             retry_after,
         ));
     }
+    let per_user = send_per_user(snap);
+    ratelimit::hit_all_or_none(
+        &ctx.redis,
+        &[Window::counted(
+            per_user.limit,
+            per_user.id(&user_id.to_string()),
+        )],
+    )
+    .await;
     let mut tx = ctx.db.begin().await?;
     queue_email(&mut tx, ctx, user_id, &email).await?;
     tx.commit().await?;
     jobs::wake_relay(ctx);
     Ok(())
+}
+
+/// What `POST /api/auth/send-verification` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Verified already: nothing sent, no window used.
+    AlreadyVerified,
+    /// A fresh link was queued.
+    Sent,
+}
+
+/// `POST /api/auth/send-verification` (N5.1): the May 2026 frontend's resend.
+/// A verified caller is told so (no window used). Otherwise the limits, in
+/// order, counting only requests that pass all of them: [`send_per_user`]
+/// (shared with [`resend`]), then [`send_per_ip`]; a passing send also counts
+/// in [`RESEND`]'s window. Then a fresh link through the outbox.
+pub async fn send(
+    ctx: &Context,
+    snap: &Snapshot,
+    user_id: Uuid,
+    client: &str,
+) -> Result<SendOutcome> {
+    let row: Option<(String, bool)> =
+        sqlx::query_as("SELECT email, is_verified FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&ctx.db)
+            .await?;
+    let (email, is_verified) = row.ok_or_else(|| Error::not_found("User not found"))?;
+    if is_verified {
+        return Ok(SendOutcome::AlreadyVerified);
+    }
+    let user = user_id.to_string();
+    let per_user = send_per_user(snap);
+    let per_ip = send_per_ip(snap);
+    let windows = [
+        Window::checked(per_user.limit, per_user.id(&user)),
+        Window::checked(per_ip.limit, per_ip.id(client)),
+        Window::counted(RESEND, user),
+    ];
+    if let AllDecision::Limited { index, retry_after } =
+        ratelimit::hit_all_or_none(&ctx.redis, &windows).await
+    {
+        let message = if index == 0 {
+            TOO_MANY_PER_USER
+        } else {
+            TOO_MANY_PER_IP
+        };
+        return Err(Error::too_many(message, retry_after));
+    }
+    let mut tx = ctx.db.begin().await?;
+    queue_email(&mut tx, ctx, user_id, &email).await?;
+    tx.commit().await?;
+    jobs::wake_relay(ctx);
+    Ok(SendOutcome::Sent)
 }
 
 /// The daily maintenance's part: deletes links that expired more than

@@ -40,6 +40,11 @@ impl Violations {
         }));
     }
 
+    /// Any other pydantic error, already in its `{type, loc, msg, input}` shape.
+    pub fn push(&mut self, error: Value) {
+        self.0.push(error);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

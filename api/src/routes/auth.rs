@@ -5,11 +5,13 @@
 //! parses, sets the cookies of §1.2 and maps errors.
 
 use crate::auth::UserAuth;
+use crate::deferred::LaterJson;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::middleware::client_ip;
 use crate::routes::users::ProfileOut;
 use crate::state::AppState;
 use mambo_core::auth::Tokens;
+use mambo_core::first_touch::Attribution;
 use mambo_core::identity::{self, RegisterInput, ResetInput, WaitlistInput};
 use mambo_core::sessions::{self, ChangePasswordInput};
 use mambo_core::{Config, oauth, profiles, verification};
@@ -43,6 +45,12 @@ pub(crate) fn strict_str_list(value: Option<serde_json::Value>) -> ParseResult<V
             .collect(),
         other => Err(ParseError::expected_type(other.unwrap_or_default())),
     }
+}
+
+/// An optional field of any JSON type (absent or `null` is `None`), for the
+/// fields whose type and sizes the domain checks (`utm`).
+fn any_opt(value: Option<serde_json::Value>) -> ParseResult<Option<serde_json::Value>> {
+    Ok(value.filter(|v| !v.is_null()))
 }
 
 /// [`strict_str`] for optional fields: absent or `null` is `None`.
@@ -115,13 +123,25 @@ pub struct RegisterIn {
     pub password: String,
     #[oai(deserialize_with = "strict_str")]
     pub confirm_password: String,
-    #[oai(deserialize_with = "strict_str")]
-    pub first_name: String,
-    #[oai(deserialize_with = "strict_str")]
-    pub last_name: String,
+    /// Optional: the stored (lowercased) username when absent
+    #[oai(deserialize_with = "strict_opt_str")]
+    pub first_name: Option<String>,
+    /// Optional: `""` when absent
+    #[oai(deserialize_with = "strict_opt_str")]
+    pub last_name: Option<String>,
     /// `Beginner`, `Novice`, `Intermediate` or `Advanced` (anything else is Beginner)
     #[oai(deserialize_with = "strict_opt_str")]
     pub current_level_tag: Option<String>,
+    /// First-touch attribution: the Meta click id (≤255)
+    #[oai(deserialize_with = "strict_opt_str")]
+    pub fbclid: Option<String>,
+    /// First-touch attribution: UTM parameters, string → string (≤20 keys,
+    /// keys ≤50, values ≤200 characters)
+    #[oai(deserialize_with = "any_opt")]
+    pub utm: Option<serde_json::Value>,
+    /// First-touch attribution: the first page seen (≤500)
+    #[oai(deserialize_with = "strict_opt_str")]
+    pub landing_url: Option<String>,
 }
 
 /// The frontend's JSON login body.
@@ -164,6 +184,16 @@ pub struct WaitlistIn {
     pub username: String,
     #[oai(deserialize_with = "strict_opt_str")]
     pub referrer_code: Option<String>,
+    /// Honeypot: people leave it empty
+    #[oai(deserialize_with = "strict_opt_str")]
+    pub hp: Option<String>,
+    /// First-touch attribution, as on registration
+    #[oai(deserialize_with = "strict_opt_str")]
+    pub fbclid: Option<String>,
+    #[oai(deserialize_with = "any_opt")]
+    pub utm: Option<serde_json::Value>,
+    #[oai(deserialize_with = "strict_opt_str")]
+    pub landing_url: Option<String>,
 }
 
 #[derive(Object, Debug, Clone)]
@@ -173,6 +203,25 @@ pub struct WaitlistOut {
     pub user_id: String,
     pub referral_code: String,
     pub position: i64,
+}
+
+/// `{message}`, plus `oauth_provider` for an account that signs in with
+/// Google or Apple (no email is sent then)
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "ForgotPasswordAnswer")]
+pub struct ForgotOut {
+    pub message: String,
+    /// `google` or `apple`; present only for such accounts
+    #[oai(skip_serializing_if_is_none)]
+    pub oauth_provider: Option<String>,
+}
+
+/// `{message, is_verified}`
+#[derive(Object, Debug, Clone)]
+#[oai(rename = "SendVerificationAnswer")]
+pub struct SendVerificationOut {
+    pub message: String,
+    pub is_verified: bool,
 }
 
 #[derive(Object, Debug, Clone)]
@@ -332,6 +381,25 @@ fn with_cleared_cookies<T>(resp: Response<T>, config: &Config) -> Response<T> {
         )
 }
 
+/// The attribution of a body with the request's `Referer` header.
+fn attribution(
+    req: &Request,
+    fbclid: Option<String>,
+    utm: Option<serde_json::Value>,
+    landing_url: Option<String>,
+) -> Attribution {
+    Attribution {
+        fbclid: fbclid.map(serde_json::Value::String),
+        utm,
+        landing_url: landing_url.map(serde_json::Value::String),
+        referrer: req
+            .headers()
+            .get("referer")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    }
+}
+
 fn client_id(req: &Request, config: &Config) -> String {
     client_ip(req, config)
         .map(|ip| ip.to_string())
@@ -356,15 +424,20 @@ impl AuthApi {
     /// Register with email and password
     ///
     /// Creates the account with the 15-clave starter bonus and signs in:
-    /// returns the access token and sets both cookies.
+    /// returns the access token and sets both cookies. The per-client limits
+    /// of the settings (`auth.register_ip_per_hour`/`_per_day`) come first.
     #[oai(path = "/api/auth/register", method = "post")]
     async fn register(
         &self,
         state: Data<&AppState>,
-        body: Json<RegisterIn>,
+        req: &Request,
+        body: LaterJson<RegisterIn>,
     ) -> ApiResult<Response<Created<TokenOut>>> {
         let ctx = &state.ctx;
-        let b = body.0;
+        let snap = ctx.settings_now().await?;
+        identity::check_register_limits(ctx, &snap, &client_id(req, &ctx.config)).await?;
+        let b = body.parse()?;
+        let attribution = attribution(req, b.fbclid, b.utm, b.landing_url);
         let user_id = identity::register(
             ctx,
             RegisterInput {
@@ -375,6 +448,7 @@ impl AuthApi {
                 first_name: b.first_name,
                 last_name: b.last_name,
                 current_level_tag: b.current_level_tag,
+                attribution,
             },
         )
         .await?;
@@ -471,22 +545,35 @@ impl AuthApi {
     }
 
     /// Join the waitlist
+    ///
+    /// `auth.waitlist_ip_per_hour` per client comes first. A filled honeypot
+    /// (`hp`) gets an answer of the usual shape and changes nothing.
     #[oai(path = "/api/auth/waitlist", method = "post")]
     async fn waitlist(
         &self,
         state: Data<&AppState>,
-        body: Json<WaitlistIn>,
+        req: &Request,
+        body: LaterJson<WaitlistIn>,
     ) -> ApiResult<Created<WaitlistOut>> {
-        let b = body.0;
-        let joined = identity::join_waitlist(
-            &state.ctx,
-            WaitlistInput {
-                email: b.email,
-                username: b.username,
-                referrer_code: b.referrer_code,
-            },
-        )
-        .await?;
+        let ctx = &state.ctx;
+        let snap = ctx.settings_now().await?;
+        identity::check_waitlist_limit(ctx, &snap, &client_id(req, &ctx.config)).await?;
+        let b = body.parse()?;
+        let joined = if b.hp.as_deref().is_some_and(|hp| !hp.is_empty()) {
+            identity::waitlist_decoy(ctx).await?
+        } else {
+            let attribution = attribution(req, b.fbclid, b.utm, b.landing_url);
+            identity::join_waitlist(
+                ctx,
+                WaitlistInput {
+                    email: b.email,
+                    username: b.username,
+                    referrer_code: b.referrer_code,
+                    attribution,
+                },
+            )
+            .await?
+        };
         Ok(Created::Created(Json(WaitlistOut {
             message: "Welcome to the Inner Circle.".into(),
             user_id: joined.user_id.to_string(),
@@ -550,29 +637,39 @@ impl AuthApi {
 
     /// Ask for a password reset email
     ///
-    /// Always answers the same message, whether or not the email exists.
+    /// Always answers the same message, whether or not the email exists; an
+    /// account that signs in with Google or Apple gets no email and the
+    /// answer names its `oauth_provider`.
     #[oai(path = "/api/auth/forgot-password", method = "post")]
     async fn forgot_password(
         &self,
         state: Data<&AppState>,
         req: &Request,
         body: Json<ForgotIn>,
-    ) -> ApiResult<Json<MessageOut>> {
+    ) -> ApiResult<Json<ForgotOut>> {
         let ctx = &state.ctx;
-        identity::forgot_password(ctx, &body.0.email, &client_id(req, &ctx.config)).await?;
-        Ok(message(identity::FORGOT_PASSWORD_MESSAGE))
+        let oauth_provider =
+            identity::forgot_password(ctx, &body.0.email, &client_id(req, &ctx.config)).await?;
+        Ok(Json(ForgotOut {
+            message: identity::FORGOT_PASSWORD_MESSAGE.into(),
+            oauth_provider,
+        }))
     }
 
     /// Set a new password with a reset token
+    ///
+    /// Every earlier session ends; this answer signs in (both cookies set as
+    /// login sets them).
     #[oai(path = "/api/auth/reset-password", method = "post")]
     async fn reset_password(
         &self,
         state: Data<&AppState>,
         body: Json<ResetIn>,
-    ) -> ApiResult<Json<MessageOut>> {
+    ) -> ApiResult<Response<Ok200<MessageOut>>> {
+        let ctx = &state.ctx;
         let b = body.0;
-        identity::reset_password(
-            &state.ctx,
+        let tokens = identity::reset_password(
+            ctx,
             ResetInput {
                 token: b.token,
                 new_password: b.new_password,
@@ -580,20 +677,25 @@ impl AuthApi {
             },
         )
         .await?;
-        Ok(message("Password reset successfully"))
+        let resp = Response::new(Ok200::Ok(message("Password reset successfully")));
+        Ok(with_token_cookies(resp, &ctx.config, &tokens))
     }
 
     /// Verify the email address with the emailed link's token
     ///
-    /// Each link works once and for 48 hours.
+    /// Each link works once and for 48 hours. Success signs in (both cookies
+    /// set as login sets them).
     #[oai(path = "/api/auth/verify-email", method = "post")]
     async fn verify_email(
         &self,
         state: Data<&AppState>,
         body: Json<VerifyEmailIn>,
-    ) -> ApiResult<Json<MessageOut>> {
-        verification::verify(&state.ctx, &body.0.token).await?;
-        Ok(message("Email verified"))
+    ) -> ApiResult<Response<Ok200<MessageOut>>> {
+        let ctx = &state.ctx;
+        let user_id = verification::verify(ctx, &body.0.token).await?;
+        let tokens = identity::issue_tokens(ctx, user_id);
+        let resp = Response::new(Ok200::Ok(message("Email verified")));
+        Ok(with_token_cookies(resp, &ctx.config, &tokens))
     }
 
     /// Send a fresh verification link (3 an hour)
@@ -603,8 +705,38 @@ impl AuthApi {
         auth: UserAuth,
         state: Data<&AppState>,
     ) -> ApiResult<Json<MessageOut>> {
-        verification::resend(&state.ctx, auth.user().id).await?;
-        Ok(message("Verification email sent"))
+        let ctx = &state.ctx;
+        let snap = ctx.settings_now().await?;
+        verification::resend(ctx, &snap, auth.user().id).await?;
+        Ok(message(verification::SENT))
+    }
+
+    /// Send a fresh verification link (the May 2026 frontend's resend)
+    ///
+    /// A verified caller is told so and nothing is sent. Limits from the
+    /// settings: `auth.send_verification_per_user` per 10 minutes (shared with
+    /// `resend-verification`), then `auth.send_verification_ip_per_hour`.
+    #[oai(path = "/api/auth/send-verification", method = "post")]
+    async fn send_verification(
+        &self,
+        auth: UserAuth,
+        state: Data<&AppState>,
+        req: &Request,
+    ) -> ApiResult<Json<SendVerificationOut>> {
+        let ctx = &state.ctx;
+        let snap = ctx.settings_now().await?;
+        let client = client_id(req, &ctx.config);
+        let out = match verification::send(ctx, &snap, auth.user().id, &client).await? {
+            verification::SendOutcome::AlreadyVerified => SendVerificationOut {
+                message: verification::ALREADY_VERIFIED.into(),
+                is_verified: true,
+            },
+            verification::SendOutcome::Sent => SendVerificationOut {
+                message: verification::SENT.into(),
+                is_verified: false,
+            },
+        };
+        Ok(Json(out))
     }
 
     /// Sign out everywhere

@@ -518,6 +518,8 @@ async fn delete_rows(ctx: &Context, user_id: Uuid) -> Result<()> {
     .bind(now)
     .execute(&mut *tx)
     .await?;
+    // First-touch attribution (N5.7).
+    crate::first_touch::clear(&mut tx, user_id).await?;
     sqlx::query(
         "UPDATE account_deletions SET rows_done_at = $2, completed_at = $2 WHERE user_id = $1",
     )
