@@ -62,6 +62,12 @@ impl<'a, T: ParseFromJSON> ApiExtractor<'a> for LaterJson<T> {
 }
 
 impl<T: ParseFromJSON> LaterJson<T> {
+    /// Whether the request carried no body at all (whatever its content
+    /// type), for a route where no body has a meaning of its own.
+    pub fn is_empty(&self) -> bool {
+        self.raw.iter().all(u8::is_ascii_whitespace)
+    }
+
     /// The body as `T`, or the contract's 422.
     pub fn parse(self) -> Result<T, ApiError> {
         let refuse = |detail: Value| ApiError::status_detail(422, detail, None);

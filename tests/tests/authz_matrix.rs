@@ -131,7 +131,8 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
         ("GET /api/claves/slot-status", USER),
         ("GET /api/claves/wallet", USER),
         // --- community
-        ("GET /api/community/feed", USER),
+        // Anonymous callers get the newest posts only (N5.4's preview).
+        ("GET /api/community/feed", PUBLIC),
         ("POST /api/community/posts", USER),
         ("DELETE /api/community/posts/{post_id}", OWNER_OR_ADMIN),
         ("GET /api/community/posts/{post_id}", USER),

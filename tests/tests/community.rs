@@ -215,7 +215,11 @@ async fn create_posts_charge_and_show_in_feed() {
     let (_, none) = get_as(&app, &u, "/api/community/feed?tag=drills").await;
     assert_eq!(none, json!([]));
 
-    // Anonymous: 401.
+    // Anonymous: API.md's 401 when the preview is off (N5.4's setting 0;
+    // the preview itself is tests/tests/community_2026.rs's).
+    let admin = app.admin().await;
+    app.set_settings(&admin, json!({"community": {"anonymous_feed_preview": 0}}))
+        .await;
     let r = app.get("/api/community/feed").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
@@ -544,7 +548,7 @@ async fn reactions_cost_refund_and_messages() {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         v["detail"][0]["msg"],
-        "Input should be 'fire', 'ruler' or 'clap'"
+        "Input should be 'fire', 'ruler', 'clap' or 'like'"
     );
 
     let (s, v) = post_json(&app, &fan, &path, json!({"reaction_type": "fire"})).await;

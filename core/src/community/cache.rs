@@ -10,7 +10,6 @@
 //! down) falls back to the database, and after an error this process skips
 //! the cache for a while, so a dead Redis costs no latency.
 
-use super::FeedQuery;
 use crate::Context;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -51,17 +50,37 @@ fn version_key(ctx: &Context) -> String {
     ctx.redis.key("feed:version")
 }
 
-/// `feed:{stage|lab|all}:page:{skip}:{limit}:v{generation}:{tag as hex}`.
-fn page_key(ctx: &Context, version: i64, q: &FeedQuery) -> String {
-    let kind = match q.post_type.as_deref() {
+/// What one cached page is of: the feed's filters, normalised (blank values
+/// are `None`, the tags of `tag` and `tags` united, sorted and deduplicated),
+/// and its window.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct PageKey {
+    pub post_type: Option<String>,
+    /// Posts with any of these tags (none: every post).
+    pub tags: Vec<String>,
+    pub video_type: Option<String>,
+    pub skip: i64,
+    pub limit: i64,
+}
+
+/// `feed:{stage|lab|all}:page:{skip}:{limit}:v{generation}:{tags as hex, '.'
+/// between}`, then `:vt{video type as hex}` when the page has one.
+fn page_key(ctx: &Context, version: i64, k: &PageKey) -> String {
+    let kind = match k.post_type.as_deref() {
         None | Some("") => "all".to_string(),
         Some(t @ ("stage" | "lab")) => t.to_string(),
         Some(other) => format!("x{}", hex(other)),
     };
-    let tag = hex(q.tag.as_deref().unwrap_or(""));
+    let tags: Vec<String> = k.tags.iter().map(|t| hex(t)).collect();
+    let video = match &k.video_type {
+        Some(v) => format!(":vt{}", hex(v)),
+        None => String::new(),
+    };
     ctx.redis.key(&format!(
-        "feed:{kind}:page:{}:{}:v{version}:{tag}",
-        q.skip, q.limit
+        "feed:{kind}:page:{}:{}:v{version}:{}{video}",
+        k.skip,
+        k.limit,
+        tags.join(".")
     ))
 }
 
@@ -102,8 +121,8 @@ pub async fn version(ctx: &Context) -> Option<i64> {
     .await
 }
 
-/// (generation, post type, tag, skip, limit)
-type LocalKey = (i64, Option<String>, Option<String>, i64, i64);
+/// (generation, page)
+type LocalKey = (i64, PageKey);
 type LocalPages = HashMap<LocalKey, (std::time::Instant, Arc<Vec<Uuid>>)>;
 /// Pages this process has read, per Redis namespace, for the current
 /// generation only (older ones are dropped on the next store): a hit costs
@@ -112,14 +131,13 @@ static LOCAL: LazyLock<Mutex<HashMap<String, LocalPages>>> = LazyLock::new(Defau
 /// Pages kept per namespace.
 const LOCAL_MAX: usize = 512;
 
-fn local_key(version: i64, q: &FeedQuery) -> LocalKey {
-    let blank = |s: &Option<String>| s.clone().filter(|v| !v.is_empty());
-    (version, blank(&q.post_type), blank(&q.tag), q.skip, q.limit)
+fn local_key(version: i64, k: &PageKey) -> LocalKey {
+    (version, k.clone())
 }
 
 /// This process's copy of a page of generation `version` (at most
 /// [`TTL_SECS`] old).
-pub fn local_get(ctx: &Context, version: i64, q: &FeedQuery) -> Option<Arc<Vec<Uuid>>> {
+pub fn local_get(ctx: &Context, version: i64, q: &PageKey) -> Option<Arc<Vec<Uuid>>> {
     let map = LOCAL.lock().unwrap_or_else(|e| e.into_inner());
     let (at, ids) = map
         .get(ctx.redis.namespace())?
@@ -128,7 +146,7 @@ pub fn local_get(ctx: &Context, version: i64, q: &FeedQuery) -> Option<Arc<Vec<U
 }
 
 /// Keeps a page of generation `version` in this process.
-pub fn local_put(ctx: &Context, version: i64, q: &FeedQuery, ids: Arc<Vec<Uuid>>) {
+pub fn local_put(ctx: &Context, version: i64, q: &PageKey, ids: Arc<Vec<Uuid>>) {
     let mut map = LOCAL.lock().unwrap_or_else(|e| e.into_inner());
     let pages = map.entry(ctx.redis.namespace().to_string()).or_default();
     let ttl = Duration::from_secs(TTL_SECS);
@@ -140,7 +158,7 @@ pub fn local_put(ctx: &Context, version: i64, q: &FeedQuery, ids: Arc<Vec<Uuid>>
 }
 
 /// The cached ids of a page of generation `version`.
-pub async fn get(ctx: &Context, version: i64, q: &FeedQuery) -> Option<Vec<Uuid>> {
+pub async fn get(ctx: &Context, version: i64, q: &PageKey) -> Option<Vec<Uuid>> {
     let key = page_key(ctx, version, q);
     let mut conn = ctx.redis.conn();
     let raw: Option<String> = run(ctx, async move {
@@ -152,7 +170,7 @@ pub async fn get(ctx: &Context, version: i64, q: &FeedQuery) -> Option<Vec<Uuid>
 }
 
 /// Stores a page read from the database under the generation read before it.
-pub async fn put(ctx: &Context, version: i64, q: &FeedQuery, ids: &[Uuid]) {
+pub async fn put(ctx: &Context, version: i64, q: &PageKey, ids: &[Uuid]) {
     let Ok(raw) = serde_json::to_string(ids) else {
         return;
     };

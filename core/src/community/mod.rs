@@ -49,15 +49,16 @@ mod visibility;
 mod write;
 
 pub use erasure::{Erased, erase_author};
-pub use feed::{FeedQuery, feed};
+pub use feed::{FeedFilter, FeedQuery, feed, feed_page};
 pub use moderation::{
     KEEP_RESOLVED_REPORTS_DAYS, NewReport, REPORT_REASONS, REPORT_STATUSES, RESOLVE_ACTIONS,
     ReportItem, Target, prune_reports, report, reports, resolve,
 };
 pub use posts::{
-    NewPost, PostUpdate, create_post, delete_post, ensure_post_author, post_detail, update_post,
+    NewPost, PostUpdate, create_post, delete_post, ensure_post_author, post_detail, post_detail_as,
+    update_post,
 };
-pub use reactions::{react, unreact, validate_reaction_type};
+pub use reactions::{Reacted, react, unreact, validate_reaction_type};
 pub use replies::{
     AUDIT_POST_DELETE, AUDIT_REPLY_DELETE, AUDIT_REPLY_UPDATE, NewReply, accept, delete_reply,
     ensure_reply_editor, reply, update_reply,
@@ -80,7 +81,15 @@ use uuid::Uuid;
 
 pub const POST_TYPES: &[&str] = &["stage", "lab"];
 pub const FEEDBACK_TYPES: &[&str] = &["hype", "coach"];
-pub const REACTION_TYPES: &[&str] = &["fire", "ruler", "clap"];
+pub const REACTION_TYPES: &[&str] = &["fire", "ruler", "clap", "like"];
+/// The reaction of a request that names none (N5.4: the May 2026 frontend's
+/// one button).
+pub const DEFAULT_REACTION: &str = "like";
+/// A Stage post's kind of video (N5.4): Move of the Week, an original, a
+/// Guild piece.
+pub const VIDEO_TYPES: &[&str] = &["motw", "original", "guild"];
+/// At most this many slugs in the feed's and search's `tags=a,b` (N5.4).
+pub const FILTER_TAGS_MAX: usize = 10;
 
 /// Feed and search page size bounds (§1.5).
 pub const LIMIT_DEFAULT: i64 = 20;
@@ -90,7 +99,30 @@ pub const LIMIT_MAX: i64 = 50;
 // Shapes
 // ---------------------------------------------------------------------------
 
-/// The author shown on a post or reply (§3.0 PostUser).
+/// Who reads (N5.4): a signed-in user, or nobody (the anonymous feed
+/// preview), with the Guild Master rule of the settings in force (N6.5), so
+/// that every PostUser of one request is judged by one snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Viewer {
+    pub id: Option<Uuid>,
+    /// `guild_master.includes_trialing`.
+    pub gm_includes_trialing: bool,
+}
+
+impl Viewer {
+    pub fn new(id: Option<Uuid>, settings: &crate::settings::Settings) -> Self {
+        Self {
+            id,
+            gm_includes_trialing: settings.guild_master.includes_trialing,
+        }
+    }
+
+    pub fn user(id: Uuid, settings: &crate::settings::Settings) -> Self {
+        Self::new(Some(id), settings)
+    }
+}
+
+/// The author shown on a post or reply (§3.0 PostUser, N5.4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PostUser {
     pub id: Uuid,
@@ -99,6 +131,11 @@ pub struct PostUser {
     pub avatar_url: Option<String>,
     pub is_pro: bool,
     pub level: i32,
+    pub username: Option<String>,
+    /// The one Guild Master definition (N6.5), under the request's settings.
+    pub is_guild_master: bool,
+    pub equipped_border_sku: Option<String>,
+    pub equipped_title_sku: Option<String>,
 }
 
 /// A post as the feed shows it (§3.0 PostItem).
@@ -123,6 +160,10 @@ pub struct PostItem {
     pub updated_at: DateTime<Utc>,
     /// Hidden by moderation (N4.4): only its author and admins see it.
     pub is_hidden: bool,
+    /// `motw`, `original`, `guild` (Stage posts that said), else `None` (N5.4).
+    pub video_type: Option<String>,
+    /// Whether the viewer saved the post (N4.2); false for anonymous viewers.
+    pub is_saved: bool,
 }
 
 /// A reply (§3.0 ReplyItem).

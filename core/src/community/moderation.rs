@@ -13,11 +13,11 @@
 
 use super::posts::{Clawback, remove_post};
 use super::replies::{lock_reply, remove_reply};
+use super::rows::{AuthorRow, author_columns};
 use super::validation::Validation;
 use super::visibility::writable;
 use super::write::{after_post_write, fail, lock_post, lock_post_for};
 use super::{PostUser, cache};
-use crate::access::PRO_SQL;
 use crate::audit::{self, Actor};
 use crate::jobs;
 use crate::{Context, Error, Result};
@@ -182,11 +182,8 @@ struct ReportRow {
     reason: String,
     note: Option<String>,
     reporter_id: Uuid,
-    first_name: String,
-    last_name: String,
-    avatar_url: Option<String>,
-    level: i32,
-    is_pro: bool,
+    #[sqlx(flatten)]
+    reporter: AuthorRow,
     report_count: i64,
     is_hidden: bool,
     status: String,
@@ -203,13 +200,10 @@ pub async fn reports(
     skip: i64,
     limit: i64,
 ) -> Result<Vec<ReportItem>> {
+    let snap = ctx.settings_now().await?;
     let sql = format!(
         "SELECT r.id, r.target_type::text, r.target_id, r.post_id, r.reason::text, r.note,
-                r.reporter_id,
-                COALESCE(pr.first_name, 'Unknown') AS first_name,
-                COALESCE(pr.last_name, 'User') AS last_name,
-                pr.avatar_url, COALESCE(pr.level, 1) AS level,
-                COALESCE({PRO_SQL}, false) AS is_pro,
+                r.reporter_id, {},
                 (SELECT count(*) FROM content_reports c
                  WHERE c.target_type = r.target_type AND c.target_id = r.target_id
                    AND c.status = r.status) AS report_count,
@@ -223,7 +217,8 @@ pub async fn reports(
          LEFT JOIN subscriptions s ON s.user_id = r.reporter_id
          WHERE r.status = $1
          ORDER BY r.created_at DESC, r.id DESC
-         OFFSET $2 LIMIT $3"
+         OFFSET $2 LIMIT $3",
+        author_columns(snap.settings.guild_master.includes_trialing)
     );
     let rows: Vec<ReportRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(status)
@@ -240,14 +235,7 @@ pub async fn reports(
             post_id: r.post_id,
             reason: r.reason,
             note: r.note,
-            reporter: PostUser {
-                id: r.reporter_id,
-                first_name: r.first_name,
-                last_name: r.last_name,
-                avatar_url: r.avatar_url,
-                is_pro: r.is_pro,
-                level: r.level,
-            },
+            reporter: r.reporter.into_user(r.reporter_id),
             report_count: r.report_count,
             is_hidden: r.is_hidden,
             status: r.status,

@@ -10,7 +10,7 @@ use super::write::{
     LockedPost, after_post_write, badge_check, fail, insufficient, lock_post, lock_profiles,
     post_not_found,
 };
-use super::{Done, FEEDBACK_TYPES, POST_TYPES, PostDetail, PostWritten};
+use super::{Done, FEEDBACK_TYPES, POST_TYPES, PostDetail, PostWritten, VIDEO_TYPES, Viewer};
 use crate::audit::{self, Actor};
 use crate::economy::{self, Amounts, reason};
 use crate::jobs::{self, MuxSyncAction, MuxSyncJob};
@@ -38,6 +38,9 @@ pub struct NewPost {
     pub mux_asset_id: Option<String>,
     pub mux_playback_id: Option<String>,
     pub video_duration_seconds: Option<i32>,
+    /// The Stage's kind of video (N5.4): one of [`VIDEO_TYPES`] or `None`;
+    /// lab posts store `None` whatever they send. Not editable.
+    pub video_type: Option<String>,
 }
 
 /// `PUT /api/community/posts/{id}`: absent or null fields are left alone.
@@ -84,6 +87,9 @@ impl NewPost {
             &self.feedback_type,
             FEEDBACK_TYPES,
         );
+        if let Some(vt) = &self.video_type {
+            v.literal(&["body", "video_type"], vt, VIDEO_TYPES);
+        }
         v.optional_len(&["body", "mux_asset_id"], &self.mux_asset_id, 100);
         v.optional_len(&["body", "mux_playback_id"], &self.mux_playback_id, 100);
         v.finish()
@@ -109,32 +115,45 @@ impl PostUpdate {
     }
 }
 
+/// [`post_detail_as`] for a signed-in viewer under the seed's Guild Master
+/// rule (`includes_trialing` off); routes call [`post_detail_as`] with the
+/// request's settings.
+pub async fn post_detail(db: &PgPool, viewer: Uuid, post_id: Uuid) -> Result<Option<PostDetail>> {
+    let who = Viewer {
+        id: Some(viewer),
+        gm_includes_trialing: false,
+    };
+    post_detail_as(db, &who, post_id).await
+}
+
 /// A post with its replies (N4.1 order: each top-level reply, the accepted
 /// answer first then by `created_at`, followed by its children): one query,
 /// the replies as one JSON column of it.
-pub async fn post_detail(db: &PgPool, viewer: Uuid, post_id: Uuid) -> Result<Option<PostDetail>> {
+pub async fn post_detail_as(
+    db: &PgPool,
+    who: &Viewer,
+    post_id: Uuid,
+) -> Result<Option<PostDetail>> {
     let sql = format!(
-        "SELECT {}, r.reaction_type AS user_reaction, {} AS replies {POST_JOINS}
-         LEFT JOIN post_reactions r ON r.post_id = p.id AND r.user_id = $2
+        "SELECT {}, {} AS replies {POST_JOINS}
          WHERE p.id = $1 AND {}",
-        post_columns(),
-        thread_json_sql(),
+        post_columns(who, "$2"),
+        thread_json_sql(who.gm_includes_trialing),
         visible_sql("p", "$2")
     );
     #[derive(sqlx::FromRow)]
     struct Row {
         #[sqlx(flatten)]
         post: PostRow,
-        user_reaction: Option<String>,
         replies: sqlx::types::Json<Vec<ReplyRow>>,
     }
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(post_id)
-        .bind(viewer)
+        .bind(who.id)
         .fetch_optional(db)
         .await?;
     Ok(row.map(|r| PostDetail {
-        post: r.post.into_item(r.user_reaction),
+        post: r.post.into_item(),
         replies: r.replies.0.into_iter().map(ReplyRow::into_item).collect(),
     }))
 }
@@ -151,6 +170,18 @@ pub async fn create_post(ctx: &Context, user_id: Uuid, input: NewPost) -> Result
     let mut tx = ctx.db.begin().await?;
     // 1-2. Tags.
     check_tags(&mut tx, &tags, 422).await?;
+    // 2b. The Stage's video type, when the settings require one (N5.4).
+    let video_type = if is_stage {
+        input.video_type.clone()
+    } else {
+        None
+    };
+    if is_stage && snap.settings.community.video_type_required && video_type.is_none() {
+        return Err(fail(
+            422,
+            "video_type is required for Stage posts (motw, original, or guild)",
+        ));
+    }
     // Serialize this user's writes so the slot count cannot race.
     lock_profiles(&mut tx, &[user_id]).await?;
     // 3. Slots (stage posts, and any post that carries a video).
@@ -192,8 +223,9 @@ pub async fn create_post(ctx: &Context, user_id: Uuid, input: NewPost) -> Result
     let now = ctx.clock.now();
     let post_id: Uuid = sqlx::query_scalar(
         "INSERT INTO posts (user_id, post_type, title, body, mux_asset_id, mux_playback_id,
-             video_duration_seconds, tags, is_wip, feedback_type, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text[]::varchar(50)[], $9, $10, $11, $11)
+             video_duration_seconds, tags, is_wip, feedback_type, created_at, updated_at,
+             video_type)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text[]::varchar(50)[], $9, $10, $11, $11, $12)
          RETURNING id",
     )
     .bind(user_id)
@@ -207,6 +239,7 @@ pub async fn create_post(ctx: &Context, user_id: Uuid, input: NewPost) -> Result
     .bind(input.is_wip)
     .bind(&input.feedback_type)
     .bind(now)
+    .bind(&video_type)
     .fetch_one(&mut *tx)
     .await?;
     // 7. Tag usage.
@@ -227,7 +260,8 @@ pub async fn create_post(ctx: &Context, user_id: Uuid, input: NewPost) -> Result
     } else if input.mux_asset_id.is_some() {
         badge_check(&mut tx, user_id, "videos_posted").await?;
     }
-    let post = load_post(&mut tx, user_id, post_id)
+    let who = Viewer::user(user_id, &snap.settings);
+    let post = load_post(&mut tx, &who, post_id)
         .await?
         .ok_or_else(|| Error::internal("created post vanished"))?;
     tx.commit().await?;
@@ -265,6 +299,7 @@ pub async fn update_post(
     post_id: Uuid,
     input: PostUpdate,
 ) -> Result<PostWritten> {
+    let snap = ctx.settings_now().await?;
     let mut tx = ctx.db.begin().await?;
     let post = lock_post(&mut tx, post_id)
         .await?
@@ -320,7 +355,7 @@ pub async fn update_post(
     .bind(ctx.clock.now())
     .execute(&mut *tx)
     .await?;
-    let item = load_post(&mut tx, user_id, post_id)
+    let item = load_post(&mut tx, &Viewer::user(user_id, &snap.settings), post_id)
         .await?
         .ok_or_else(post_not_found)?;
     tx.commit().await?;

@@ -11,19 +11,33 @@ use crate::{Context, Result};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// Validates a reaction type (`Literal['fire','ruler','clap']`).
+/// The answer of a react call: the message, and the caller's state on the
+/// post after the call (N5.4: shown to a request that named no type).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Reacted {
+    pub message: String,
+    /// The caller's reaction now.
+    pub user_reaction: String,
+    /// The post's reaction count now.
+    pub reaction_count: i32,
+}
+
+/// Validates a reaction type (`Literal['fire','ruler','clap','like']`).
 pub fn validate_reaction_type(reaction_type: &str) -> Result<()> {
     let mut v = Validation::new();
     v.literal(&["body", "reaction_type"], reaction_type, REACTION_TYPES);
     v.finish()
 }
 
-/// The badge stat an owner's received reaction of this type feeds.
+/// The badge stat an owner's received reaction of this type feeds: its
+/// family's (fire, clap, ruler), or for a `like`, which belongs to no family
+/// (N5.4), only the reactions-received count.
 pub(super) fn received_stat(reaction_type: &str) -> &'static str {
     match reaction_type {
         "fire" => "fires_received",
         "clap" => "claps_received",
-        _ => "metronomes_received",
+        "ruler" => "metronomes_received",
+        _ => "reactions_received",
     }
 }
 
@@ -41,8 +55,10 @@ pub(super) async fn bump_stat(conn: &mut PgConnection, user_id: Uuid, column: &s
     Ok(())
 }
 
-/// Reacts to a post (§4.9 "React"). A new reaction costs 1; the owner gets a
-/// refund of 1, at most 5 times per post; changing the type is free.
+/// Reacts to a post (§4.9 "React", N5.4). A new reaction costs 1; the owner
+/// gets a refund of 1, at most 5 times per post; changing the type is free
+/// (the amounts are the settings', N6). The answer carries the caller's
+/// reaction and the post's count after the call.
 ///
 /// Five round trips: BEGIN, the post's lock, the two profiles' locks with the
 /// caller's reaction, one statement for every write (the economy's, the
@@ -52,7 +68,7 @@ pub async fn react(
     user_id: Uuid,
     post_id: Uuid,
     reaction_type: &str,
-) -> Result<Done> {
+) -> Result<Reacted> {
     validate_reaction_type(reaction_type)?;
     let amounts = Amounts::current(ctx).await?;
     let mut tx = ctx.db.begin().await?;
@@ -64,12 +80,15 @@ pub async fn react(
     // while it waited), with the profiles' locks the charge needs.
     let existing = lock_profiles_reading_reaction(&mut tx, post_id, user_id, owner).await?;
     // 2. An existing reaction: the same type is a no-op, another is a free change.
+    let state = |message: String, reaction_count: i32| Reacted {
+        message,
+        user_reaction: reaction_type.to_string(),
+        reaction_count,
+    };
     if let Some(old) = existing {
         if old == reaction_type {
             tx.rollback().await?;
-            return Ok(Done {
-                message: "Already reacted".into(),
-            });
+            return Ok(state("Already reacted".into(), post.reaction_count));
         }
         sqlx::query(
             "UPDATE post_reactions SET reaction_type = $3 WHERE post_id = $1 AND user_id = $2",
@@ -81,9 +100,7 @@ pub async fn react(
         .await?;
         tx.commit().await?;
         jobs::wake_relay(ctx);
-        return Ok(Done {
-            message: "Reaction updated".into(),
-        });
+        return Ok(state("Reaction updated".into(), post.reaction_count));
     }
     // 3. Not on your own post.
     if owner == user_id {
@@ -122,6 +139,7 @@ pub async fn react(
          ), counted AS (
              UPDATE posts SET reaction_count = reaction_count + 1
              WHERE id = (SELECT post_id FROM reacted)
+             RETURNING reaction_count
          ), stats AS (
              INSERT INTO user_stats (user_id, reactions_given_count, reactions_received_count,
                                      last_updated)
@@ -174,13 +192,17 @@ pub async fn react(
     )?;
     q.push(", ");
     notifications::push_notify(&mut q, "notified", now, &notice, REACTED);
-    q.push(" SELECT (SELECT current_claves FROM spent), (SELECT id FROM notified), ");
+    q.push(
+        " SELECT (SELECT current_claves FROM spent), (SELECT reaction_count FROM counted),
+                 (SELECT id FROM notified), ",
+    );
     q.push(if amounts.reaction_refund > 0 {
         economy::capped_result_sql("refund")
     } else {
         "0::bigint, NULL::int".to_string()
     });
-    let (paid, notified, refunded, owner_balance): (Option<i32>, Option<Uuid>, i64, Option<i32>) =
+    type Written = (Option<i32>, Option<i32>, Option<Uuid>, i64, Option<i32>);
+    let (paid, count, notified, refunded, owner_balance): Written =
         q.build_query_as().fetch_one(&mut *tx).await?;
     // The refund's own check (a ledger row needs the owner's balance row).
     economy::credited(refunded, owner_balance)?;
@@ -199,9 +221,10 @@ pub async fn react(
         pending.push(owner, id);
     }
     pending.publish(ctx).await;
-    Ok(Done {
-        message: economy::charged_message(&format!("Reacted with {reaction_type}!"), cost),
-    })
+    Ok(state(
+        economy::charged_message(&format!("Reacted with {reaction_type}!"), cost),
+        count.unwrap_or(post.reaction_count + 1),
+    ))
 }
 
 /// Removes the caller's reaction. No refund; stats are untouched.

@@ -1,14 +1,14 @@
 //! Replies and accepted solutions.
 
 use super::reactions::bump_stat;
+use super::rows::{AuthorRow, author_columns};
 use super::slots::slot_status_conn;
 use super::validation::Validation;
 use super::visibility::{visible_sql, writable};
 use super::write::{
     badge_check, fail, insufficient, lock_post, lock_post_for, lock_profiles, post_not_found,
 };
-use super::{Done, PostUser, ReplyItem, ReplyWritten};
-use crate::access::PRO_SQL;
+use super::{Done, ReplyItem, ReplyWritten};
 use crate::audit::{self, Actor};
 use crate::economy::{self, Amounts, reason};
 use crate::jobs::{self, MuxSyncAction, MuxSyncJob};
@@ -50,25 +50,16 @@ pub(super) struct ReplyRow {
     pub(super) parent_reply_id: Option<Uuid>,
     pub(super) is_deleted: bool,
     pub(super) is_hidden: bool,
-    pub(super) first_name: String,
-    pub(super) last_name: String,
-    pub(super) avatar_url: Option<String>,
-    pub(super) level: i32,
-    pub(super) is_pro: bool,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub(super) author: AuthorRow,
 }
 
 impl ReplyRow {
     pub(super) fn into_item(self) -> ReplyItem {
         ReplyItem {
             id: self.id,
-            user: PostUser {
-                id: self.user_id,
-                first_name: self.first_name,
-                last_name: self.last_name,
-                avatar_url: self.avatar_url,
-                is_pro: self.is_pro,
-                level: self.level,
-            },
+            user: self.author.into_user(self.user_id),
             content: self.content,
             mux_playback_id: self.mux_playback_id,
             is_accepted_answer: self.is_accepted_answer,
@@ -80,27 +71,33 @@ impl ReplyRow {
     }
 }
 
-const REPLY_COLUMNS: &str = "rp.id, rp.user_id, rp.content, rp.mux_playback_id,
-        rp.is_accepted_answer, rp.created_at, rp.parent_reply_id, rp.is_deleted,
-        rp.is_hidden,
-        COALESCE(pr.first_name, 'Unknown') AS first_name,
-        COALESCE(pr.last_name, 'User') AS last_name,
-        pr.avatar_url, COALESCE(pr.level, 1) AS level,
-        COALESCE(PRO_EXPR, false) AS is_pro";
+/// A reply `rp` with its author (N5.4 PostUser, [`author_columns`]).
+fn reply_columns(gm_includes_trialing: bool) -> String {
+    format!(
+        "rp.id, rp.user_id, rp.content, rp.mux_playback_id,
+         rp.is_accepted_answer, rp.created_at, rp.parent_reply_id, rp.is_deleted,
+         rp.is_hidden, {}",
+        author_columns(gm_includes_trialing)
+    )
+}
 
 const REPLY_FROM: &str = "FROM post_replies rp
     LEFT JOIN user_profiles pr ON pr.user_id = rp.user_id
     LEFT JOIN subscriptions s ON s.user_id = rp.user_id";
 
-pub(super) fn reply_select() -> String {
+pub(super) fn reply_select(gm_includes_trialing: bool) -> String {
     format!(
         "SELECT {} {REPLY_FROM}",
-        REPLY_COLUMNS.replace("PRO_EXPR", PRO_SQL)
+        reply_columns(gm_includes_trialing)
     )
 }
 
-pub(super) async fn load_reply(conn: &mut PgConnection, reply_id: Uuid) -> Result<ReplyItem> {
-    let sql = format!("{} WHERE rp.id = $1", reply_select());
+pub(super) async fn load_reply(
+    conn: &mut PgConnection,
+    reply_id: Uuid,
+    gm_includes_trialing: bool,
+) -> Result<ReplyItem> {
+    let sql = format!("{} WHERE rp.id = $1", reply_select(gm_includes_trialing));
     let row: ReplyRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(reply_id)
         .fetch_one(&mut *conn)
@@ -119,7 +116,8 @@ pub async fn reply(
     input: NewReply,
 ) -> Result<ReplyWritten> {
     input.validate()?;
-    let amounts = Amounts::current(ctx).await?;
+    let snap = ctx.settings_now().await?;
+    let amounts = Amounts::from_settings(&ctx.config, &snap.settings);
     let mut tx = ctx.db.begin().await?;
     let post = lock_post_for(&mut tx, post_id, user_id).await?;
     if post.feedback_type == "hype" {
@@ -191,7 +189,12 @@ pub async fn reply(
         )
         .await?;
     }
-    let reply = load_reply(&mut tx, reply_id).await?;
+    let reply = load_reply(
+        &mut tx,
+        reply_id,
+        snap.settings.guild_master.includes_trialing,
+    )
+    .await?;
     tx.commit().await?;
     jobs::wake_relay(ctx);
     pending.publish(ctx).await;
@@ -314,7 +317,7 @@ pub async fn accept(
 /// (each top-level reply, the accepted answer first then by `created_at`,
 /// followed by its children): an SQL expression giving a JSON array of
 /// [`ReplyRow`]s, for the post's own query (one round trip for the page).
-pub(super) fn thread_json_sql() -> String {
+pub(super) fn thread_json_sql(gm_includes_trialing: bool) -> String {
     format!(
         "(SELECT COALESCE(json_agg(t ORDER BY t.thread_order), '[]'::json) FROM (
              SELECT {},
@@ -326,7 +329,7 @@ pub(super) fn thread_json_sql() -> String {
              JOIN post_replies top ON top.id = COALESCE(rp.parent_reply_id, rp.id)
              WHERE rp.post_id = $1 AND {} AND {}
          ) t)",
-        REPLY_COLUMNS.replace("PRO_EXPR", PRO_SQL),
+        reply_columns(gm_includes_trialing),
         visible_sql("rp", "$2"),
         visible_sql("top", "$2"),
     )
@@ -454,6 +457,7 @@ pub async fn update_reply(
     reply_id: Option<Uuid>,
     content: String,
 ) -> Result<ReplyItem> {
+    let snap = ctx.settings_now().await?;
     let mut tx = ctx.db.begin().await?;
     lock_post(&mut tx, post_id)
         .await?
@@ -486,7 +490,12 @@ pub async fn update_reply(
         )
         .await?;
     }
-    let item = load_reply(&mut tx, reply.id).await?;
+    let item = load_reply(
+        &mut tx,
+        reply.id,
+        snap.settings.guild_master.includes_trialing,
+    )
+    .await?;
     tx.commit().await?;
     Ok(item)
 }

@@ -1,32 +1,91 @@
 //! Reading posts as a viewer sees them: a fixed number of queries whatever
 //! the page size (D17). Shared by the feed, search, detail and writes.
+//!
+//! The author of every row (PostUser, N5.4: names, avatar, level, pro and
+//! Guild Master status, username, equipped cosmetics) comes from the joins
+//! of the row's own query ([`author_columns`]), and the viewer's state on the
+//! post (reaction, saved) from correlated index probes of the same query
+//! ([`post_columns`]): never a query per row.
 
-use super::visibility::{sees_hidden_sql, visible_sql};
-use super::{PostItem, PostUser};
+use super::visibility::sees_hidden_sql;
+use super::{PostItem, PostUser, Viewer};
 use crate::Result;
-use crate::access::PRO_SQL;
+use crate::access::{PRO_SQL, guild_master_sql};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use std::collections::HashMap;
 use uuid::Uuid;
 
-/// Columns of a post with its author, the same for every viewer.
-pub(super) const POST_COLUMNS: &str =
-    "p.id, p.user_id, p.post_type, p.title, p.body, p.mux_playback_id,
-    p.video_duration_seconds, p.tags::text[] AS tags, p.is_wip, p.feedback_type, p.is_solved,
-    p.reaction_count, p.reply_count, p.created_at, p.updated_at, p.is_hidden,
-    COALESCE(pr.first_name, 'Unknown') AS first_name,
-    COALESCE(pr.last_name, 'User') AS last_name,
-    pr.avatar_url, COALESCE(pr.level, 1) AS level,
-    COALESCE(PRO_EXPR, false) AS is_pro";
+/// The PostUser columns of an author whose `user_profiles` row is joined as
+/// `pr` and `subscriptions` row as `s` (both LEFT JOINs: a missing profile
+/// reads as `Unknown User`, level 1). The Guild Master condition is the one
+/// of N6.5 under the request's `guild_master.includes_trialing`.
+pub(super) fn author_columns(gm_includes_trialing: bool) -> String {
+    format!(
+        "COALESCE(pr.first_name, 'Unknown') AS first_name,
+         COALESCE(pr.last_name, 'User') AS last_name,
+         pr.avatar_url, COALESCE(pr.level, 1) AS level,
+         COALESCE({PRO_SQL}, false) AS is_pro,
+         pr.username::text AS username,
+         COALESCE({}, false) AS is_guild_master,
+         pr.equipped_border_sku::text AS equipped_border_sku,
+         pr.equipped_title_sku::text AS equipped_title_sku",
+        guild_master_sql(gm_includes_trialing)
+    )
+}
+
+/// The author part of a row ([`author_columns`]).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
+pub(super) struct AuthorRow {
+    pub(super) first_name: String,
+    pub(super) last_name: String,
+    pub(super) avatar_url: Option<String>,
+    pub(super) level: i32,
+    pub(super) is_pro: bool,
+    pub(super) username: Option<String>,
+    pub(super) is_guild_master: bool,
+    pub(super) equipped_border_sku: Option<String>,
+    pub(super) equipped_title_sku: Option<String>,
+}
+
+impl AuthorRow {
+    pub(super) fn into_user(self, id: Uuid) -> PostUser {
+        PostUser {
+            id,
+            first_name: self.first_name,
+            last_name: self.last_name,
+            avatar_url: self.avatar_url,
+            is_pro: self.is_pro,
+            level: self.level,
+            username: self.username,
+            is_guild_master: self.is_guild_master,
+            equipped_border_sku: self.equipped_border_sku,
+            equipped_title_sku: self.equipped_title_sku,
+        }
+    }
+}
+
+/// Columns of a post `p` with its author (joined by [`POST_JOINS`]) and the
+/// state of the viewer whose id is the SQL expression `viewer` (a uuid
+/// parameter, NULL for an anonymous viewer: no reaction, nothing saved).
+pub(super) fn post_columns(who: &Viewer, viewer: &str) -> String {
+    format!(
+        "p.id, p.user_id, p.post_type, p.title, p.body, p.mux_playback_id,
+         p.video_duration_seconds, p.tags::text[] AS tags, p.is_wip, p.feedback_type, p.is_solved,
+         p.reaction_count, p.reply_count, p.created_at, p.updated_at, p.is_hidden,
+         p.video_type::text AS video_type,
+         (SELECT vr.reaction_type::text FROM post_reactions vr
+          WHERE vr.post_id = p.id AND vr.user_id = {viewer}) AS user_reaction,
+         EXISTS (SELECT 1 FROM saved_posts vs
+                 WHERE vs.user_id = {viewer} AND vs.post_id = p.id) AS is_saved,
+         {}",
+        author_columns(who.gm_includes_trialing)
+    )
+}
 
 pub(super) const POST_JOINS: &str = "FROM posts p
     LEFT JOIN user_profiles pr ON pr.user_id = p.user_id
     LEFT JOIN subscriptions s ON s.user_id = p.user_id";
-
-pub(super) fn post_columns() -> String {
-    POST_COLUMNS.replace("PRO_EXPR", PRO_SQL)
-}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(super) struct PostRow {
@@ -46,25 +105,20 @@ pub(super) struct PostRow {
     pub(super) created_at: DateTime<Utc>,
     pub(super) updated_at: DateTime<Utc>,
     pub(super) is_hidden: bool,
-    pub(super) first_name: String,
-    pub(super) last_name: String,
-    pub(super) avatar_url: Option<String>,
-    pub(super) level: i32,
-    pub(super) is_pro: bool,
+    pub(super) video_type: Option<String>,
+    /// The viewer's reaction.
+    pub(super) user_reaction: Option<String>,
+    /// Whether the viewer saved the post.
+    pub(super) is_saved: bool,
+    #[sqlx(flatten)]
+    pub(super) author: AuthorRow,
 }
 
 impl PostRow {
-    pub(super) fn into_item(self, user_reaction: Option<String>) -> PostItem {
+    pub(super) fn into_item(self) -> PostItem {
         PostItem {
             id: self.id,
-            user: PostUser {
-                id: self.user_id,
-                first_name: self.first_name,
-                last_name: self.last_name,
-                avatar_url: self.avatar_url,
-                is_pro: self.is_pro,
-                level: self.level,
-            },
+            user: self.author.into_user(self.user_id),
             post_type: self.post_type,
             title: self.title,
             body: self.body,
@@ -76,114 +130,71 @@ impl PostRow {
             is_solved: self.is_solved,
             reaction_count: self.reaction_count,
             reply_count: self.reply_count,
-            user_reaction,
+            user_reaction: self.user_reaction,
             created_at: self.created_at,
             updated_at: self.updated_at,
             is_hidden: self.is_hidden,
+            video_type: self.video_type,
+            is_saved: self.is_saved,
         }
     }
 }
 
-/// The viewer's reactions on `post_ids` (one query).
-pub(super) async fn viewer_reactions(
-    conn: &mut PgConnection,
-    viewer: Uuid,
-    post_ids: &[Uuid],
-) -> Result<HashMap<Uuid, String>> {
-    if post_ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT post_id, reaction_type FROM post_reactions
-         WHERE user_id = $1 AND post_id = ANY($2)",
-    )
-    .bind(viewer)
-    .bind(post_ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows.into_iter().collect())
-}
-
-/// Merges the viewer's reactions into viewer-independent rows.
-pub(super) async fn with_reactions(
-    conn: &mut PgConnection,
-    viewer: Uuid,
-    rows: Vec<PostRow>,
-) -> Result<Vec<PostItem>> {
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let mut reactions = viewer_reactions(conn, viewer, &ids).await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let mine = reactions.remove(&r.id);
-            r.into_item(mine)
-        })
-        .collect())
-}
-
-/// One post as `viewer` sees it, or `None` (also when it is hidden from them).
+/// One post as `who` sees it, or `None` (also when it is hidden from them).
 pub(super) async fn load_post(
     conn: &mut PgConnection,
-    viewer: Uuid,
+    who: &Viewer,
     post_id: Uuid,
 ) -> Result<Option<PostItem>> {
     let sql = format!(
-        "SELECT {}, r.reaction_type AS user_reaction {POST_JOINS}
-         LEFT JOIN post_reactions r ON r.post_id = p.id AND r.user_id = $2
+        "SELECT {} {POST_JOINS}
          WHERE p.id = $1 AND {}",
-        post_columns(),
-        visible_sql("p", "$2")
+        post_columns(who, "$2"),
+        super::visibility::visible_sql("p", "$2")
     );
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        #[sqlx(flatten)]
-        post: PostRow,
-        user_reaction: Option<String>,
-    }
-    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let row: Option<PostRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(post_id)
-        .bind(viewer)
+        .bind(who.id)
         .fetch_optional(&mut *conn)
         .await?;
-    Ok(row.map(|r| r.post.into_item(r.user_reaction)))
+    Ok(row.map(PostRow::into_item))
 }
 
-/// A post row with the viewer's reaction on it.
+/// A post row as the viewer sees it, and whether the viewer may see some
+/// hidden post.
 #[derive(sqlx::FromRow)]
 pub(super) struct ViewedRow {
     #[sqlx(flatten)]
     pub(super) post: PostRow,
-    pub(super) user_reaction: Option<String>,
     /// [`super::visibility::sees_hidden_sql`] for the viewer.
     pub(super) viewer_sees_hidden: bool,
 }
 
 impl ViewedRow {
     pub(super) fn into_item(self) -> PostItem {
-        self.post.into_item(self.user_reaction)
+        self.post.into_item()
     }
 }
 
-/// Rows of `ids` with the viewer's reactions, in that order (one query).
+/// Rows of `ids` as `who` sees them, in that order (one query).
 pub(super) async fn rows_by_ids(
     conn: &mut PgConnection,
-    viewer: Uuid,
+    who: &Viewer,
     ids: &[Uuid],
 ) -> Result<Vec<ViewedRow>> {
     if ids.is_empty() {
         return Ok(vec![]);
     }
     let sql = format!(
-        "SELECT {}, r.reaction_type AS user_reaction, {} AS viewer_sees_hidden {POST_JOINS}
-         LEFT JOIN post_reactions r ON r.post_id = p.id AND r.user_id = $2
+        "SELECT {}, {} AS viewer_sees_hidden {POST_JOINS}
          WHERE p.id = ANY($1)",
-        post_columns(),
+        post_columns(who, "$2"),
         sees_hidden_sql("$2")
     );
     let mut rows: HashMap<Uuid, ViewedRow> =
         sqlx::query_as::<_, ViewedRow>(sqlx::AssertSqlSafe(sql))
             .bind(ids)
-            .bind(viewer)
+            .bind(who.id)
             .fetch_all(&mut *conn)
             .await?
             .into_iter()

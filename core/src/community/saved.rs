@@ -1,9 +1,9 @@
 //! Saved posts (API-NEXT.md N4.2): a user's bookmarks, newest first.
 
-use super::PostItem;
 use super::rows::rows_by_ids;
 use super::visibility::{visible_sql, writable};
 use super::write::post_not_found;
+use super::{PostItem, Viewer};
 use crate::{Context, Error, Result};
 use uuid::Uuid;
 
@@ -66,6 +66,8 @@ pub async fn unsave(ctx: &Context, user_id: Uuid, post_id: Uuid) -> Result<()> {
 /// loads them. Two queries whatever the page size. Hidden posts are left
 /// out unless the viewer may see them (the `visibility` rule).
 pub async fn saved(ctx: &Context, viewer: Uuid, skip: i64, limit: i64) -> Result<Vec<PostItem>> {
+    let snap = ctx.settings_now().await?;
+    let who = Viewer::user(viewer, &snap.settings);
     let mut conn = ctx.db.acquire().await?;
     let ids: Vec<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT s.post_id FROM saved_posts s JOIN posts p ON p.id = s.post_id
@@ -79,6 +81,6 @@ pub async fn saved(ctx: &Context, viewer: Uuid, skip: i64, limit: i64) -> Result
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?;
-    let rows = rows_by_ids(&mut conn, viewer, &ids).await?;
+    let rows = rows_by_ids(&mut conn, &who, &ids).await?;
     Ok(rows.into_iter().map(|r| r.into_item()).collect())
 }

@@ -97,6 +97,7 @@ pub(super) struct LockedPost {
     pub(super) tags: Vec<String>,
     pub(super) mux_asset_id: Option<String>,
     pub(super) is_hidden: bool,
+    pub(super) reaction_count: i32,
 }
 
 /// Locks the post row (first lock of every post write).
@@ -106,7 +107,7 @@ pub(super) async fn lock_post(
 ) -> Result<Option<LockedPost>> {
     Ok(sqlx::query_as(
         "SELECT user_id, title, post_type, feedback_type, tags::text[] AS tags, mux_asset_id,
-                is_hidden
+                is_hidden, reaction_count
          FROM posts WHERE id = $1 FOR UPDATE",
     )
     .bind(post_id)

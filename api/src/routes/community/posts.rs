@@ -2,7 +2,7 @@
 
 use super::params::{page, write_post_id};
 use super::shapes::*;
-use crate::auth::UserAuth;
+use crate::auth::{OptionalAuth, UserAuth};
 use crate::deferred::LaterJson;
 use crate::error::{ApiError, ApiResult};
 use crate::fast_json::FastJson;
@@ -71,30 +71,49 @@ impl CommunityApi {
         Ok(Json(r.into()))
     }
 
-    /// The feed, newest first (`post_type` stage/lab, `tag`, `skip`, `limit` 1..50)
+    /// The feed, newest first (`post_type` stage/lab, `tag`, `tags` a,b (any,
+    /// at most 10), `video_type` motw/original/guild, `skip`, `limit` 1..50)
+    ///
+    /// Anonymous callers (no or an invalid token) see the newest
+    /// `community.anonymous_feed_preview` posts of the filtered feed only
+    /// (the window is cut there); with the setting 0 they get 401.
     #[oai(path = "/api/community/feed", method = "get")]
+    #[allow(clippy::too_many_arguments)]
     async fn feed(
         &self,
         state: Data<&AppState>,
-        auth: UserAuth,
+        auth: OptionalAuth,
         post_type: Query<Option<String>>,
         tag: Query<Option<String>>,
+        tags: Query<Option<String>>,
+        video_type: Query<Option<String>>,
         skip: Query<Option<String>>,
         limit: Query<Option<String>>,
     ) -> ApiResult<FastJson<Vec<PostItemOut>>> {
+        let snap = state.ctx.settings_now().await?;
+        let viewer = auth.user().map(|u| u.id);
+        if viewer.is_none() && snap.settings.community.anonymous_feed_preview == 0 {
+            return Err(ApiError::msg(401, "Could not validate credentials"));
+        }
         let q = page(post_type.0, tag.0, skip.0, limit.0)?;
-        let posts = community::feed(&state.ctx, auth.user().id, &q).await?;
+        let filter = community::FeedFilter::from_query(tags.0.as_deref(), video_type.0.as_deref())?;
+        let posts = community::feed_page(&state.ctx, &snap.settings, viewer, &q, &filter).await?;
         Ok(FastJson(posts.into_iter().map(Into::into).collect()))
     }
 
-    /// Search posts by title or tag (`q` at least 2 characters)
+    /// Search posts by title, tag or author username (`q` at least 2
+    /// characters; `post_type`, `tag`, `tags`, `video_type` as in the feed)
     #[oai(path = "/api/community/search", method = "get")]
+    #[allow(clippy::too_many_arguments)]
     async fn search(
         &self,
         state: Data<&AppState>,
         auth: UserAuth,
         q: Query<Option<String>>,
         post_type: Query<Option<String>>,
+        tag: Query<Option<String>>,
+        tags: Query<Option<String>>,
+        video_type: Query<Option<String>>,
         skip: Query<Option<String>>,
         limit: Query<Option<String>>,
     ) -> ApiResult<FastJson<Vec<PostItemOut>>> {
@@ -110,8 +129,11 @@ impl CommunityApi {
         let mut v = community::Validation::new();
         v.string_len(&["query", "q"], &text, 2, usize::MAX);
         v.finish()?;
-        let page = page(post_type.0, None, skip.0, limit.0)?;
-        let posts = community::search(&state.ctx, auth.user().id, &text, &page).await?;
+        let page = page(post_type.0, tag.0, skip.0, limit.0)?;
+        let filter = community::FeedFilter::from_query(tags.0.as_deref(), video_type.0.as_deref())?;
+        let snap = state.ctx.settings_now().await?;
+        let who = community::Viewer::user(auth.user().id, &snap.settings);
+        let posts = community::search(&state.ctx, &who, &text, &page, &filter).await?;
         Ok(FastJson(posts.into_iter().map(Into::into).collect()))
     }
 
@@ -124,7 +146,9 @@ impl CommunityApi {
         post_id: Path<String>,
     ) -> ApiResult<FastJson<PostDetailOut>> {
         let id = parse_id(&post_id.0, "Post not found")?;
-        let detail = community::post_detail(&state.ctx.db, auth.user().id, id)
+        let snap = state.ctx.settings_now().await?;
+        let who = community::Viewer::user(auth.user().id, &snap.settings);
+        let detail = community::post_detail_as(&state.ctx.db, &who, id)
             .await?
             .ok_or_else(|| ApiError::msg(404, "Post not found"))?;
         Ok(FastJson(PostDetailOut {
@@ -167,6 +191,7 @@ impl CommunityApi {
             mux_asset_id: b.mux_asset_id,
             mux_playback_id: b.mux_playback_id,
             video_duration_seconds: b.video_duration_seconds,
+            video_type: b.video_type,
         };
         let w = community::create_post(&state.ctx, auth.user().id, input).await?;
         Ok(Json(PostCreatedOut {
@@ -224,18 +249,37 @@ impl CommunityApi {
     }
 
     /// React to a post (1 clave; changing the type is free)
+    ///
+    /// No body, `{}` or `{reaction_type: null}` is a `like`; such a request
+    /// also gets `user_reaction` and `reaction_count` (the caller's state
+    /// after the call).
     #[oai(path = "/api/community/posts/:post_id/react", method = "post")]
     async fn react(
         &self,
         state: Data<&AppState>,
         auth: UserAuth,
         post_id: Path<String>,
-        body: Json<ReactIn>,
-    ) -> ApiResult<Json<DoneOut>> {
-        community::validate_reaction_type(&body.0.reaction_type)?;
+        body: LaterJson<ReactIn>,
+    ) -> ApiResult<Json<ReactedOut>> {
+        let named = if body.is_empty() {
+            None
+        } else {
+            body.parse()?.reaction_type
+        };
+        let reaction_type = named
+            .clone()
+            .unwrap_or_else(|| community::DEFAULT_REACTION.to_string());
+        community::validate_reaction_type(&reaction_type)?;
         let id = write_post_id(&post_id.0)?;
-        let d = community::react(&state.ctx, auth.user().id, id, &body.0.reaction_type).await?;
-        Ok(Json(d.into()))
+        let r = community::react(&state.ctx, auth.user().id, id, &reaction_type).await?;
+        // A request that named its type answers exactly as API.md.
+        let state_shown = named.is_none();
+        Ok(Json(ReactedOut {
+            success: true,
+            message: r.message,
+            user_reaction: state_shown.then_some(r.user_reaction),
+            reaction_count: state_shown.then_some(r.reaction_count),
+        }))
     }
 
     /// Remove your reaction (no refund)

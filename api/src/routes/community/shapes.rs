@@ -18,6 +18,11 @@ pub struct PostUserOut {
     pub(super) avatar_url: Option<String>,
     pub(super) is_pro: bool,
     pub(super) level: i32,
+    pub(super) username: Option<String>,
+    /// Guild Master (performer, N6.5) under the settings in force
+    pub(super) is_guild_master: bool,
+    pub(super) equipped_border_sku: Option<String>,
+    pub(super) equipped_title_sku: Option<String>,
 }
 
 impl From<community::PostUser> for PostUserOut {
@@ -29,6 +34,10 @@ impl From<community::PostUser> for PostUserOut {
             avatar_url: u.avatar_url,
             is_pro: u.is_pro,
             level: u.level,
+            username: u.username,
+            is_guild_master: u.is_guild_master,
+            equipped_border_sku: u.equipped_border_sku,
+            equipped_title_sku: u.equipped_title_sku,
         }
     }
 }
@@ -50,12 +59,16 @@ pub struct PostItemOut {
     pub(super) is_solved: bool,
     pub(super) reaction_count: i32,
     pub(super) reply_count: i32,
-    /// The caller's reaction: `fire`, `ruler`, `clap` or null
+    /// The caller's reaction: `fire`, `ruler`, `clap`, `like` or null
     pub(super) user_reaction: Option<String>,
     pub(super) created_at: String,
     pub(super) updated_at: String,
     /// Hidden by moderation: only its author and admins see it
     pub(super) is_hidden: bool,
+    /// Stage posts: `motw`, `original`, `guild` or null
+    pub(super) video_type: Option<String>,
+    /// Whether the caller saved the post (false for anonymous callers)
+    pub(super) is_saved: bool,
 }
 
 impl From<community::PostItem> for PostItemOut {
@@ -78,6 +91,8 @@ impl From<community::PostItem> for PostItemOut {
             created_at: ts(&p.created_at),
             updated_at: ts(&p.updated_at),
             is_hidden: p.is_hidden,
+            video_type: p.video_type,
+            is_saved: p.is_saved,
         }
     }
 }
@@ -287,6 +302,20 @@ pub struct ReplyWrittenOut {
     pub(super) message: String,
 }
 
+/// The answer of a react call. A request that named no type (a `like`)
+/// also gets the caller's state after the call (N5.4).
+#[derive(Object, Debug)]
+pub struct ReactedOut {
+    pub(super) success: bool,
+    pub(super) message: String,
+    /// The caller's reaction now (only when the request named no type)
+    #[oai(skip_serializing_if_is_none)]
+    pub(super) user_reaction: Option<String>,
+    /// The post's reaction count now (only when the request named no type)
+    #[oai(skip_serializing_if_is_none)]
+    pub(super) reaction_count: Option<i32>,
+}
+
 #[derive(Object, Debug)]
 pub struct DoneOut {
     pub(super) success: bool,
@@ -320,6 +349,10 @@ pub struct CreatePostIn {
     /// Seconds, not negative
     #[oai(validator(minimum(value = "0")))]
     pub(super) video_duration_seconds: Option<i32>,
+    /// Stage posts: `motw`, `original` or `guild` (required when the
+    /// platform setting `community.video_type_required` is on); lab posts
+    /// store null
+    pub(super) video_type: Option<String>,
 }
 
 #[derive(Object, Debug)]
@@ -333,8 +366,9 @@ pub struct UpdatePostIn {
 
 #[derive(Object, Debug)]
 pub struct ReactIn {
-    /// `fire`, `ruler` or `clap`
-    pub(super) reaction_type: String,
+    /// `fire`, `ruler`, `clap` or `like`; absent or null (or no body at
+    /// all) means `like`
+    pub(super) reaction_type: Option<String>,
 }
 
 #[derive(Object, Debug)]
@@ -444,6 +478,10 @@ mod tests {
                 avatar_url: opt("a"),
                 is_pro: some,
                 level: 4,
+                username: opt("ana_\"x"),
+                is_guild_master: !some,
+                equipped_border_sku: opt("border_gold"),
+                equipped_title_sku: opt("title"),
             };
             let post = PostItemOut {
                 id: "p1".into(),
@@ -463,6 +501,8 @@ mod tests {
                 created_at: "2026-11-27T10:00:00.123456".into(),
                 updated_at: "2026-11-27T10:00:00".into(),
                 is_hidden: some,
+                video_type: opt("motw"),
+                is_saved: !some,
             };
             assert_same_json(&vec![post.clone()]);
             assert_same_json(&PostDetailOut {
