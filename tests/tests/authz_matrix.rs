@@ -78,6 +78,11 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
         // --- admin tools: the audit log, clave grants
         ("GET /api/admin/audit", ADMIN),
         ("POST /api/admin/users/{user_id}/claves", ADMIN),
+        // --- platform settings (N6.1)
+        ("GET /api/admin/settings", ADMIN),
+        ("PUT /api/admin/settings", ADMIN),
+        ("POST /api/admin/settings/preset", ADMIN),
+        ("GET /api/admin/settings/presets", ADMIN),
         // --- AI concierge: open to everyone (rate-limited per client)
         ("POST /api/ai/chat", PUBLIC),
         ("GET /api/ai/rate-limit", PUBLIC),
@@ -178,6 +183,7 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
         ("GET /api/community/stats/my-rank", USER),
         ("GET /api/community/tags", PUBLIC),
         ("GET /api/community/upload-check", USER),
+        ("GET /api/community/upload-check-lab", USER),
         // --- learning (a free, published course)
         ("GET /api/courses/lessons/{lesson_id}", USER),
         ("POST /api/courses/lessons/{lesson_id}/complete", USER),
@@ -226,6 +232,8 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
         ("GET /api/notifications/stream", USER),
         // --- payments: the caller's own subscription
         ("POST /api/payments/create-checkout-session", USER),
+        ("GET /api/payments/guild-master-seats", PUBLIC),
+        ("POST /api/payments/cancel-checkout", USER),
         // Rookie/incomplete subscriptions: nothing to update or cancel.
         (
             "POST /api/payments/cancel-subscription",
