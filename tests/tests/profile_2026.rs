@@ -575,6 +575,9 @@ async fn uploads(mux: &MockServer) -> usize {
         .count()
 }
 
+/// actor_id, target_type, target_id, after.
+type AuditRow = (Option<Uuid>, String, Option<String>, Option<Value>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_tokens_are_issued_to_admins_and_audited() {
     let mux = MockServer::start().await;
@@ -611,7 +614,7 @@ async fn upload_tokens_are_issued_to_admins_and_audited() {
     };
     assert_eq!(header["alg"], "HS256");
 
-    let rows: Vec<(Option<Uuid>, String, Option<String>, Option<Value>)> = sqlx::query_as(
+    let rows: Vec<AuditRow> = sqlx::query_as(
         "SELECT actor_id, target_type, target_id, after FROM audit_log
          WHERE action = 'mux.upload_token'",
     )
