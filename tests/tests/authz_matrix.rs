@@ -78,11 +78,6 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
         // --- admin tools: the audit log, clave grants
         ("GET /api/admin/audit", ADMIN),
         ("POST /api/admin/users/{user_id}/claves", ADMIN),
-        // --- platform settings (N6.1)
-        ("GET /api/admin/settings", ADMIN),
-        ("PUT /api/admin/settings", ADMIN),
-        ("POST /api/admin/settings/preset", ADMIN),
-        ("GET /api/admin/settings/presets", ADMIN),
         // --- AI concierge: open to everyone (rate-limited per client)
         ("POST /api/ai/chat", PUBLIC),
         ("GET /api/ai/rate-limit", PUBLIC),
