@@ -106,6 +106,8 @@ fn table() -> BTreeMap<&'static str, [&'static str; 4]> {
             "POST /api/auth/resend-verification",
             ["401", "400", "400", "400"],
         ),
+        // N5.1: a verified caller is told so (200), nothing is sent.
+        ("POST /api/auth/send-verification", USER),
         // A made-up verification token.
         ("POST /api/auth/verify-email", ["400", "400", "400", "400"]),
         ("GET /api/auth/me", USER),

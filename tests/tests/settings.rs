@@ -6,9 +6,11 @@ use mambo_tests::{StatusCode, TestApp, TestUser, UserSpec};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+/// A paying member (the guild_2026 preset lets only paid members post).
 async fn rich(app: &TestApp, claves: i64) -> TestUser {
     app.create_user(UserSpec {
         claves,
+        subscription: Some(("active", "advanced")),
         ..Default::default()
     })
     .await
